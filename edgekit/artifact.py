@@ -1,0 +1,189 @@
+"""Artifact folders: the model file(s) plus `manifest.json`, written atomically.
+
+The manifest is what demo apps and `edgekit bench` read; apps never parse file names. Its JSON
+Schema is generated from these pydantic models and committed as
+`edgekit/schemas/manifest.schema.json` (`python -m edgekit.artifact` rewrites it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from edgekit.errors import ArtifactError, OutputError
+from edgekit.models.base import Preprocessing, SourceInfo, TensorSpec
+from edgekit.validate import Verification
+
+MANIFEST_SCHEMA_VERSION = "1.0"
+MANIFEST_NAME = "manifest.json"
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
+_TEMP_PREFIX = ".edgekit-tmp-"
+
+
+class FileEntry(BaseModel):
+    path: str = Field(description="Relative to the artifact folder.")
+    size_bytes: int
+    sha256: str
+
+
+class ExportInfo(BaseModel):
+    duration_s: float
+    details: dict[str, Any] = Field(default_factory=dict, description="Exporter-specific facts.")
+
+
+class Manifest(BaseModel):
+    """Everything known about one exported artifact."""
+
+    schema_version: str = MANIFEST_SCHEMA_VERSION
+    name: str
+    created_utc: str
+    status: Literal["verified", "failed", "structure-only"] = Field(
+        description="'verified': numerics passed; 'failed': they did not; 'structure-only': no "
+        "runtime on this OS, so only the structure was checked."
+    )
+    model_kind: str = Field(description="'mobilevit-classifier', 'sd-unet', ...")
+    random_weights: bool = Field(description="True when the weights are a preset's random ones.")
+    source: SourceInfo
+    format: str
+    precision: str
+    model_file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: Preprocessing | None = None
+    labels: list[str] | None = None
+    parameter_count: int
+    files: list[FileEntry]
+    export: ExportInfo
+    verification: Verification
+    tool_versions: dict[str, str]
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entries(folder: Path) -> list[FileEntry]:
+    return [
+        FileEntry(path=str(p.relative_to(folder)), size_bytes=p.stat().st_size, sha256=hash_file(p))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    ]
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def prepare_output_dir(out_dir: Path) -> Path:
+    """Create `out_dir` if needed and prove it is writable before any slow work starts."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f"{_TEMP_PREFIX}probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write to output folder '{out_dir}': {exc.strerror or exc}.",
+            hint="choose a folder you can write to with --out.",
+        ) from exc
+    return out_dir
+
+
+@contextmanager
+def staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A temp folder inside `out_dir` (same filesystem, so the final rename is atomic).
+
+    It is removed on any error or interrupt: a failed export leaves nothing behind.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=out_dir))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, manifest: Manifest, final_dir: Path) -> Path:
+    """Write the manifest into `staging` and move the folder to `final_dir` in one rename.
+
+    An existing artifact at `final_dir` is replaced only once the new one is complete.
+    """
+    manifest_path = staging / MANIFEST_NAME
+    manifest_path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    staging.chmod(0o755)  # mkdtemp makes it 0700; artifacts are meant to be shared
+    if final_dir.exists():
+        retired = final_dir.with_name(f"{_TEMP_PREFIX}old-{uuid.uuid4().hex}")
+        os.replace(final_dir, retired)
+        os.replace(staging, final_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, final_dir)
+    return final_dir
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a report file whole or not at all (temp file beside it, then rename)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=_TEMP_PREFIX, suffix=path.suffix, delete=False
+        ) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write '{path}': {exc.strerror or exc}.",
+            hint="choose a path in a folder you can write to.",
+        ) from exc
+    return path
+
+
+def read_manifest(artifact_dir: Path) -> Manifest:
+    path = artifact_dir / MANIFEST_NAME
+    if not artifact_dir.is_dir():
+        raise ArtifactError(
+            f"No artifact folder at '{artifact_dir}'.",
+            hint="pass a folder that `edgekit export` wrote.",
+        )
+    if not path.is_file():
+        raise ArtifactError(
+            f"'{artifact_dir}' has no {MANIFEST_NAME}, so it is not an edgekit artifact.",
+            hint="pass a folder that `edgekit export` wrote.",
+        )
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except (ValidationError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ArtifactError(
+            f"{path} is not a valid edgekit manifest ({first}).",
+            hint="re-export the artifact with this version of edgekit.",
+        ) from exc
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://edgekit.dev/schemas/manifest-{MANIFEST_SCHEMA_VERSION}.json"
+    return schema
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> None:
+    path.write_text(json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    write_schema()

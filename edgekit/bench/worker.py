@@ -1,0 +1,109 @@
+"""Measures one variant in a process of its own: `python -m edgekit.bench.worker REQUEST RESULT`.
+
+A process per measurement because runtimes keep thread pools spinning after a run and steal
+cores from whatever runs next in the same process, and because peak RSS is per process
+(shared/VERSIONS.md: PyTorch read 2,300 ms interleaved in one process vs 290 ms on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgekit.bench.timing import TimingSettings, time_model
+from edgekit.errors import EdgekitError, SourceError
+
+
+def measure(request: dict[str, Any]) -> dict[str, Any]:
+    from edgekit import exporters
+    from edgekit.artifact import read_manifest
+    from edgekit.models.base import seeded_inputs
+
+    artifact = Path(request["artifact"])
+    manifest = read_manifest(artifact)
+    threads = int(request["threads"])
+    settings = TimingSettings(**request["timing"])
+    inputs = seeded_inputs(manifest.inputs, request.get("seed", 0))
+
+    if request["kind"] == "pytorch":
+        import torch
+
+        from edgekit.models import FRAMEWORK_MODULES
+
+        _import_all(FRAMEWORK_MODULES)
+        torch.set_num_threads(threads)
+        holder: dict[str, Any] = {}
+
+        def load_torch():
+            model = _load_source(manifest)
+            holder["model"] = model
+            return model.run_torch
+
+        timing = time_model(load_torch, inputs, settings)
+        model = holder["model"]
+        return {
+            "runtime": f"pytorch {torch.__version__} eager",
+            "model_size_bytes": sum(
+                p.numel() * p.element_size() for p in model.module.parameters()
+            ),
+            **timing.__dict__,
+        }
+
+    exporter = exporters.get(manifest.format)
+    _import_all(exporter.runtime_modules)
+    runtimes: list[Any] = []
+
+    def load_artifact():
+        runtime = exporter.runtime(artifact, manifest.inputs, manifest.outputs, threads=threads)
+        runtimes.append(runtime)
+        return runtime
+
+    timing = time_model(load_artifact, inputs, settings)
+    return {
+        "runtime": f"{runtimes[0].name} {runtimes[0].version}",
+        "model_size_bytes": sum(f.size_bytes for f in manifest.files),
+        **timing.__dict__,
+    }
+
+
+def _import_all(modules) -> None:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _load_source(manifest):
+    """Rebuild the PyTorch model the artifact came from, and check it is the same one."""
+    from edgekit import models
+
+    options = dict(manifest.source.options)
+    model = models.load(manifest.source.path, **options)
+    if model.source.sha256 != manifest.source.sha256:
+        raise SourceError(
+            f"The source at {manifest.source.path} changed since the artifact was exported "
+            "(sha256 differs), so it is no baseline for it.",
+            hint="re-export, or bench without --pytorch.",
+        )
+    return model
+
+
+def main(argv: list[str]) -> int:
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    logging.basicConfig(level=logging.ERROR)
+    warnings.filterwarnings("ignore")
+    try:
+        result = measure(json.loads(request_path.read_text()))
+    except EdgekitError as exc:
+        result_path.write_text(json.dumps({"error": str(exc)}))
+        return 2
+    result_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""The `edgekit` command: Typer app composed of one module per command group.
+
+Only this package prints. It imports the library lazily inside commands so `edgekit --help`
+stays free of torch and converters (a test checks this).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edgekit import __version__
+from edgekit.cli import bench as bench_cmd
+from edgekit.cli import export as export_cmd
+from edgekit.cli import quickstart as quickstart_cmd
+
+app = typer.Typer(
+    name="edgekit",
+    help="Take vision models to phones: export, verify against PyTorch, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("export")(export_cmd.export)
+app.command("bench")(bench_cmd.bench)
+app.command("quickstart")(quickstart_cmd.quickstart)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Take vision models to phones: export, verify against PyTorch, benchmark."""
+
+
+def main() -> None:
+    app()

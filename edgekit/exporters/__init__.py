@@ -1,0 +1,85 @@
+"""Exporters, one module per format, behind one small protocol.
+
+The registry maps a format name to a lazy import string, so `edgekit --help` imports no
+converter. An unknown name lists the known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edgekit.errors import UnknownChoiceError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgekit.models.base import LoadedModel, TensorSpec
+
+_REGISTRY: dict[str, str] = {
+    "onnx": "edgekit.exporters.onnx:OnnxExporter",
+    "executorch": "edgekit.exporters.executorch:ExecuTorchExporter",
+}
+
+
+def format_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class ExportResult:
+    """What an exporter wrote. `details` lands in the manifest (e.g. delegation counts)."""
+
+    files: list[Path]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime(Protocol):
+    """A loaded artifact on a host runtime: numpy dict in, numpy dict out, like the reference."""
+
+    name: str
+    version: str
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Exporter(Protocol):
+    name: str
+    # The model file inside the artifact folder; demo apps read it from the manifest.
+    model_file: str
+    # Python modules the runtime needs; bench imports them before timing the load, so load
+    # time measures the model, not a one-off library import.
+    runtime_modules: tuple[str, ...]
+
+    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
+        """Why this exporter cannot handle this request, or None if it can."""
+
+    def export(
+        self,
+        model: LoadedModel,
+        sample_inputs: dict[str, np.ndarray],
+        out_dir: Path,
+        *,
+        precision: str,
+    ) -> ExportResult: ...
+
+    def runtime(
+        self,
+        artifact_dir: Path,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        *,
+        threads: int | None = None,
+    ) -> Runtime: ...
+
+
+def get(name: str) -> Exporter:
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise UnknownChoiceError(
+            "format", name, format_names(), hint="pass --target with one of the known formats."
+        )
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()

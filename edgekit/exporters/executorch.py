@@ -1,0 +1,144 @@
+"""ExecuTorch `.pte` through torch.export -> XNNPACK partitioner, run with executorch.runtime."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.exporters import ExportResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgekit.models.base import LoadedModel, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+class ExecuTorchExporter:
+    name = "executorch"
+    runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
+    model_file = "model.pte"
+
+    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
+        if precision != "fp32":
+            return f"ExecuTorch export supports fp32 only for now, not {precision}."
+        return None
+
+    def export(
+        self,
+        model: LoadedModel,
+        sample_inputs: dict[str, np.ndarray],
+        out_dir: Path,
+        *,
+        precision: str,
+    ) -> ExportResult:
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
+        exported = torch.export.export(model.module, args, strict=False)
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        delegation = _delegation_summary(edge.exported_program().graph_module)
+        program = edge.to_executorch()
+        model_path = out_dir / self.model_file
+        model_path.write_bytes(program.buffer)
+        log.info(
+            "XNNPACK took %d of %d ops; not delegated: %s",
+            delegation["delegated_ops"],
+            delegation["delegated_ops"] + delegation["non_delegated_ops"],
+            delegation["non_delegated_by_op"] or "none",
+        )
+        return ExportResult(files=[model_path], details={"backend": "xnnpack", **delegation})
+
+    def runtime(
+        self,
+        artifact_dir: Path,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        *,
+        threads: int | None = None,
+    ) -> ExecuTorchRuntime:
+        return ExecuTorchRuntime(artifact_dir / self.model_file, inputs, outputs, threads=threads)
+
+
+def _delegation_summary(graph_module: Any) -> dict[str, Any]:
+    """How many edge ops XNNPACK took, and which ops stayed on the portable CPU kernels."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    not_delegated = Counter(
+        {op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated}
+    )
+    # getitem only unpacks the delegate's tuple output: bookkeeping, not computation.
+    not_delegated.pop("getitem", None)
+    return {
+        "delegated_ops": info.num_delegated_nodes,
+        "non_delegated_ops": sum(not_delegated.values()),
+        "delegated_subgraphs": info.num_delegated_subgraphs,
+        "non_delegated_by_op": dict(sorted(not_delegated.items())),
+    }
+
+
+@contextmanager
+def _quiet_native_stderr(*, enabled: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration: C++ logs bypass Python."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class ExecuTorchRuntime:
+    name = "executorch"
+
+    def __init__(
+        self,
+        model_path: Path,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        *,
+        threads: int | None,
+    ) -> None:
+        import importlib.metadata
+
+        from executorch.runtime import Runtime
+
+        self.version = importlib.metadata.version("executorch")
+        if threads:
+            # XNNPACK's pool is process-wide; this is the supported way to size it from Python.
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(threads)
+        with _quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
+            # XNNPACK's cpuinfo prints probe failures for ARM-only files on x86 at start-up.
+            self.program = Runtime.get().load_program(model_path)
+        self.method = self.program.load_method("forward")
+        self.input_names = [spec.name for spec in inputs]
+        self.output_names = [spec.name for spec in outputs]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        tensors = [torch.from_numpy(inputs[name]) for name in self.input_names]
+        results = self.method.execute(tensors)
+        return {
+            name: r.numpy() if hasattr(r, "numpy") else r
+            for name, r in zip(self.output_names, results, strict=True)
+        }

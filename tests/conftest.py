@@ -1,0 +1,128 @@
+"""Shared fixtures. Everything is offline: sockets are blocked, hubs are told to stay offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test that made it."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="session")
+def mobilevit_folder(tmp_path_factory) -> Path:
+    """A Hugging Face MobileViT folder as save_pretrained writes it, with a preprocessor config."""
+    from edgekit.models.mobilevit import load_preset
+
+    folder = tmp_path_factory.mktemp("hf") / "my-mobilevit"
+    model = load_preset("tiny-mobilevit").module.model
+    model.config.id2label = {i: f"flower_{i}" for i in range(model.config.num_labels)}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "MobileViTImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": 72},
+                "do_center_crop": True,
+                "crop_size": {"height": 64, "width": 64},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_flip_channel_order": True,
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sd_pipeline_folder(tmp_path_factory) -> Path:
+    """A diffusers pipeline folder (model_index.json + unet/ + vae/config.json) from tiny-sd."""
+    from edgekit.models.stable_diffusion import load_preset
+
+    folder = tmp_path_factory.mktemp("sd") / "sd-pipeline"
+    unet = load_preset("tiny-sd").module.unet
+    unet.save_pretrained(folder / "unet")
+    (folder / "vae").mkdir()
+    (folder / "vae" / "config.json").write_text(
+        json.dumps({"_class_name": "AutoencoderKL", "block_out_channels": [32, 64]})
+    )
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def mobilevit_artifacts(artifacts_dir) -> dict[str, Path]:
+    """tiny-mobilevit exported once per session to every format, shared by later tests."""
+    from edgekit import models
+    from edgekit.export import export_artifact
+    from edgekit.exporters import format_names
+
+    loaded = models.load("tiny-mobilevit")
+    return {f: export_artifact(loaded, f, artifacts_dir)[0] for f in format_names()}
+
+
+# Tests that write broken manifests on purpose put them under a folder with this name.
+DELIBERATELY_CORRUPT = "deliberately-corrupt"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every manifest any test wrote must validate against the committed JSON Schema."""
+    import jsonschema
+
+    from edgekit.artifact import SCHEMA_PATH
+
+    base = (
+        session.config._tmp_path_factory.getbasetemp()
+        if hasattr(session.config, "_tmp_path_factory")
+        else None
+    )
+    if base is None or not Path(base).exists():
+        return
+    schema = json.loads(SCHEMA_PATH.read_text())
+    bad = []
+    checked = 0
+    for manifest in Path(base).rglob("manifest.json"):
+        if DELIBERATELY_CORRUPT in str(manifest):
+            continue
+        checked += 1
+        errors = list(
+            jsonschema.Draft202012Validator(schema).iter_errors(json.loads(manifest.read_text()))
+        )
+        if errors:
+            bad.append(f"{manifest}: {errors[0].message}")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"manifest schema check: {checked} manifests, {len(bad)} invalid")
+    if bad:
+        for line in bad:
+            reporter.write_line(f"INVALID MANIFEST {line}")
+        session.exitstatus = 1

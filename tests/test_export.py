@@ -1,0 +1,142 @@
+"""Export + verification for every format, both model families, and the manifest it writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit import models
+from edgekit.artifact import hash_file, read_manifest
+from edgekit.cli import app
+from edgekit.errors import VerificationError
+from edgekit.export import export_artifact
+from edgekit.exporters import format_names, get
+from edgekit.models.base import seeded_inputs
+from edgekit.validate import TOLERANCES
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("format_name", format_names())
+def test_mobilevit_artifact_is_verified_and_described(mobilevit_artifacts, format_name):
+    folder = mobilevit_artifacts[format_name]
+    manifest = read_manifest(folder)
+    assert manifest.status == "verified" and manifest.format == format_name
+    assert manifest.random_weights and manifest.source.is_preset
+    assert manifest.verification.numerics_checked
+    logits = manifest.verification.outputs[0]
+    assert logits.sqnr_db >= TOLERANCES["fp32"].min_sqnr_db and logits.top1_agreement == 1.0
+    assert [s.name for s in manifest.inputs] == ["pixel_values"]
+    assert manifest.preprocessing.channel_order == "BGR" and len(manifest.labels) == 10
+    for entry in manifest.files:
+        assert hash_file(folder / entry.path) == entry.sha256
+        assert (folder / entry.path).stat().st_size == entry.size_bytes
+    assert {"torch", "edgekit", "onnxruntime" if format_name == "onnx" else "executorch"} <= set(
+        manifest.tool_versions
+    )
+
+
+def test_artifact_runtime_reproduces_pytorch_independently(mobilevit_artifacts):
+    """Re-run each artifact from its manifest alone, on new inputs: the same model, not a copy."""
+    reference = models.load("tiny-mobilevit")
+    for format_name, folder in mobilevit_artifacts.items():
+        manifest = read_manifest(folder)
+        runtime = get(format_name).runtime(folder, manifest.inputs, manifest.outputs, threads=1)
+        inputs = seeded_inputs(manifest.inputs, seed=42)
+        np.testing.assert_allclose(
+            runtime(inputs)["logits"], reference.run_torch(inputs)["logits"], atol=1e-5
+        )
+
+
+def test_executorch_reports_delegation(mobilevit_artifacts):
+    details = read_manifest(mobilevit_artifacts["executorch"]).export.details
+    assert details["backend"] == "xnnpack"
+    assert details["delegated_ops"] > 0
+    assert details["non_delegated_ops"] == sum(details["non_delegated_by_op"].values())
+
+
+def test_onnx_opset(mobilevit_artifacts):
+    import onnx
+
+    proto = onnx.load(str(mobilevit_artifacts["onnx"] / "model.onnx"))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+
+
+def test_cli_exports_sd_unet_from_pipeline_folder(sd_pipeline_folder, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(sd_pipeline_folder),
+            "--component",
+            "unet",
+            "--target",
+            "onnx",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "sd-pipeline-unet-onnx-fp32")
+    assert manifest.model_kind == "sd-unet" and manifest.source.kind == "diffusers-folder"
+    assert not manifest.random_weights
+    assert [s.name for s in manifest.inputs] == ["sample", "timestep", "encoder_hidden_states"]
+    assert manifest.status == "verified"
+    assert "passed" in result.output
+
+
+def test_sd_unet_to_executorch(tmp_path):
+    loaded = models.load("tiny-sd")
+    folder, manifest = export_artifact(loaded, "executorch", tmp_path)
+    assert manifest.status == "verified"
+    assert manifest.verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
+    assert (folder / "model.pte").is_file()
+
+
+def test_large_onnx_uses_external_data(tmp_path, monkeypatch):
+    from edgekit.exporters import onnx as onnx_exporter
+
+    # Pretend the 2 GiB protobuf limit is tiny, so the external-data path runs on a small model.
+    monkeypatch.setattr(onnx_exporter, "PROTOBUF_LIMIT_BYTES", 1024)
+    folder, manifest = export_artifact(models.load("tiny-mobilevit"), "onnx", tmp_path)
+    assert manifest.export.details["external_data"] is True
+    import onnx
+
+    names = {f.path for f in manifest.files}
+    assert names == {"model.onnx", "model.onnx.data"}
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert len(external) > 10  # the big weights live in the side file
+    assert manifest.status == "verified"  # and onnxruntime found them there
+
+
+def test_failed_verification_exits_nonzero_and_marks_artifact(tmp_path, monkeypatch):
+    from edgekit.exporters import onnx as onnx_exporter
+
+    original = onnx_exporter.OnnxRuntime.__call__
+
+    def corrupted(self, inputs):
+        results = original(self, inputs)
+        return {k: v + np.float32(0.5) * np.abs(v).max() for k, v in results.items()}
+
+    monkeypatch.setattr(onnx_exporter.OnnxRuntime, "__call__", corrupted)
+    result = runner.invoke(
+        app, ["export", "tiny-mobilevit", "--target", "onnx", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == VerificationError.exit_code
+    assert "does not match PyTorch" in result.output and "Traceback" not in result.output
+    manifest = read_manifest(tmp_path / "tiny-mobilevit-onnx-fp32")
+    assert manifest.status == "failed" and manifest.verification.status == "failed"
+
+
+def test_reexport_replaces_artifact_atomically(tmp_path):
+    loaded = models.load("tiny-mobilevit")
+    first, _ = export_artifact(loaded, "onnx", tmp_path)
+    (first / "stale.txt").write_text("left from an older export")
+    second, manifest = export_artifact(loaded, "onnx", tmp_path)
+    assert first == second and not (second / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-mobilevit-onnx-fp32"]
+    assert json.loads((second / "manifest.json").read_text())["status"] == "verified"

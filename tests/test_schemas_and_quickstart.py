@@ -1,0 +1,71 @@
+"""Committed JSON Schemas match the typed models; quickstart runs end to end on a tiny preset."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+from typer.testing import CliRunner
+
+from edgekit.artifact import SCHEMA_PATH as MANIFEST_SCHEMA_PATH
+from edgekit.artifact import manifest_json_schema
+from edgekit.bench.schema import SCHEMA_PATH as BENCH_SCHEMA_PATH
+from edgekit.bench.schema import bench_json_schema
+from edgekit.cli import app
+from edgekit.exporters import format_names
+
+runner = CliRunner()
+
+
+def test_committed_schemas_are_current():
+    # Regenerate with: python -m edgekit.artifact && python -m edgekit.bench.schema
+    assert json.loads(MANIFEST_SCHEMA_PATH.read_text()) == json.loads(
+        json.dumps(manifest_json_schema(), sort_keys=True)
+    )
+    assert json.loads(BENCH_SCHEMA_PATH.read_text()) == json.loads(
+        json.dumps(bench_json_schema(), sort_keys=True)
+    )
+
+
+def test_session_manifests_validate(mobilevit_artifacts):
+    schema = json.loads(MANIFEST_SCHEMA_PATH.read_text())
+    for folder in mobilevit_artifacts.values():
+        jsonschema.validate(json.loads((folder / "manifest.json").read_text()), schema)
+
+
+def test_schema_rejects_a_broken_manifest(mobilevit_artifacts):
+    schema = json.loads(MANIFEST_SCHEMA_PATH.read_text())
+    manifest = json.loads((mobilevit_artifacts["onnx"] / "manifest.json").read_text())
+    del manifest["verification"]
+    validator = jsonschema.Draft202012Validator(schema)
+    assert any("verification" in e.message for e in validator.iter_errors(manifest))
+
+
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    result = runner.invoke(
+        app,
+        [
+            "quickstart",
+            "--preset",
+            "tiny-mobilevit",
+            "--out",
+            str(out),
+            "--runs",
+            "3",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output
+    report = (out / "report.md").read_text()
+    assert "Weights are random" in report
+    for format_name in format_names():
+        assert (out / f"tiny-mobilevit-{format_name}-fp32" / "manifest.json").is_file()
+        assert f"| {format_name} |" in report
+    bench = json.loads((out / "bench.json").read_text())
+    speedups = [r["speedup_vs_pytorch"] for r in bench["results"] if r["format"] != "pytorch"]
+    assert len(speedups) == len(format_names()) and all(s > 0 for s in speedups)
