@@ -27,7 +27,7 @@ from edgekit.artifact import (
 )
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel
-from edgekit.validate import check_reference, compare_outputs
+from edgekit.validate import TOLERANCES, Verification, check_reference, compare_outputs
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +100,12 @@ def export_artifact(
             ) from exc
         duration_s = time.perf_counter() - started
 
-        # 4. Verify on the host runtime.
-        runtime = exporter.runtime(staging, model.inputs, model.outputs)
-        actual = runtime(inputs)
-        verification = compare_outputs(
-            reference,
-            actual,
-            precision=precision,
-            runtime=f"{runtime.name} {runtime.version}",
-            input_seed=VERIFY_SEED,
-            classifier_output="logits" if model.labels else None,
-        )
-        del runtime  # release the file before the folder is renamed (matters on Windows)
+        # 4. Verify on the host runtime, or (where none exists on this OS) the structure only.
+        verification = _verify(exporter, model, staging, inputs, reference, precision)
         manifest = Manifest(
             name=final_dir.name,
             created_utc=now_utc(),
-            status="verified" if verification.status == "passed" else "failed",
+            status=_STATUS[verification.status],
             model_kind=model.model_kind,
             random_weights=model.source.random_weights,
             source=model.source,
@@ -136,11 +126,49 @@ def export_artifact(
 
     if verification.status == "failed":
         raise VerificationError(
-            f"{final_dir.name} does not match PyTorch: {'; '.join(verification.failures)}. "
+            f"{final_dir.name} failed verification: {'; '.join(verification.failures)}. "
             f"The artifact is kept, marked failed, at {final_dir}.",
             hint="report the model and versions; try another --target meanwhile.",
         )
     return final_dir, manifest
+
+
+_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
+
+
+def _verify(
+    exporter: exporters.Exporter,
+    model: LoadedModel,
+    artifact_dir: Path,
+    inputs: dict,
+    reference: dict,
+    precision: str,
+) -> Verification:
+    no_runtime = exporter.host_runtime_unavailable_reason()
+    if no_runtime:
+        structure = exporter.check_structure(artifact_dir, model, precision=precision)
+        verdict = "passed" if structure.passed else "FAILED"
+        return Verification(
+            status="not-checked" if structure.passed else "failed",
+            numerics_checked=False,
+            runtime="none on this host",
+            precision=precision,
+            tolerance=TOLERANCES[precision],
+            input_seed=VERIFY_SEED,
+            outputs=[],
+            structure=structure,
+            message=f"Numerics NOT checked: {no_runtime} Structure check {verdict}.",
+        )
+    runtime = exporter.runtime(artifact_dir, model.inputs, model.outputs)
+    actual = runtime(inputs)
+    return compare_outputs(
+        reference,
+        actual,
+        precision=precision,
+        runtime=f"{runtime.name} {runtime.version}",
+        input_seed=VERIFY_SEED,
+        classifier_output="logits" if model.labels else None,
+    )
 
 
 def _first_line(exc: Exception) -> str:

@@ -6,7 +6,7 @@ Every failure is collected; the caller decides whether to raise (export does, al
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -54,6 +54,16 @@ class OutputComparison(BaseModel):
     failures: list[str] = Field(default_factory=list)
 
 
+class StructureCheck(BaseModel):
+    """What can be checked of an artifact without running it (e.g. Core ML off macOS)."""
+
+    passed: bool
+    facts: dict[str, Any] = Field(
+        default_factory=dict, description="IO, op histogram, weight precision as found."
+    )
+    failures: list[str] = Field(default_factory=list)
+
+
 class Verification(BaseModel):
     status: Literal["passed", "failed", "not-checked"]
     numerics_checked: bool
@@ -62,11 +72,13 @@ class Verification(BaseModel):
     tolerance: Tolerance
     input_seed: int
     outputs: list[OutputComparison]
+    structure: StructureCheck | None = None
     message: str
 
     @property
     def failures(self) -> list[str]:
-        return [f"{o.name}: {f}" for o in self.outputs for f in o.failures]
+        found = [f"{o.name}: {f}" for o in self.outputs for f in o.failures]
+        return found + (self.structure.failures if self.structure else [])
 
 
 def check_reference(reference: dict[str, np.ndarray]) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
+    from edgekit.validate import StructureCheck
 
 _REGISTRY: dict[str, str] = {
     "onnx": "edgekit.exporters.onnx:OnnxExporter",
@@ -64,6 +65,14 @@ class Exporter(Protocol):
         *,
         precision: str,
     ) -> ExportResult: ...
+
+    def host_runtime_unavailable_reason(self) -> str | None:
+        """Why artifacts of this format cannot run on this machine (Core ML off macOS), or None."""
+
+    def check_structure(
+        self, artifact_dir: Path, model: LoadedModel, *, precision: str
+    ) -> StructureCheck:
+        """Without a runtime: IO names/shapes/dtypes vs the model, op histogram, weight dtypes."""
 
     def runtime(
         self,

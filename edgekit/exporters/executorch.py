@@ -58,6 +58,12 @@ class ExecuTorchExporter:
         )
         return ExportResult(files=[model_path], details={"backend": "xnnpack", **delegation})
 
+    def host_runtime_unavailable_reason(self) -> str | None:
+        return None  # the runtime is a pip dependency on every host OS
+
+    def check_structure(self, artifact_dir: Path, model: LoadedModel, *, precision: str):
+        raise NotImplementedError("numerics are always checked on the host runtime")
+
     def runtime(
         self,
         artifact_dir: Path,
