@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit import __version__
+from edgekit import __version__, exporters
 from edgekit.artifact import Manifest, now_utc, read_manifest
 from edgekit.bench.schema import BenchReport, BenchResult, MachineInfo
 from edgekit.bench.timing import TimingSettings, summarize
@@ -75,6 +75,15 @@ def run_bench(
             hint="e.g. --threads 2 --runs 20 --warmup 3.",
         )
     manifests = [(path, read_manifest(path)) for path in artifacts]  # fail early on bad folders
+    notes: list[str] = []
+    runnable = []
+    for path, manifest in manifests:
+        reason = exporters.get(manifest.format).host_runtime_unavailable_reason()
+        if reason:
+            notes.append(f"{manifest.name} not benchmarked: {reason}")
+        else:
+            runnable.append((path, manifest))
+    manifests = runnable
     variants = [_Variant("artifact", path, manifest) for path, manifest in manifests]
     baselines: dict[str, _Variant] = {}
     if pytorch_baseline:
@@ -84,7 +93,6 @@ def run_bench(
     everything = list(baselines.values()) + variants
 
     samples: dict[int, list[dict[str, Any]]] = {id(v): [] for v in everything}
-    notes: list[str] = []
     failed: set[int] = set()
     for _ in range(rounds):
         for variant in everything:

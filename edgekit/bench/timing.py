@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgekit.bench.schema import LatencyStats
@@ -47,8 +48,18 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident memory of this process.
+
+    On Linux, VmHWM of the current address space: getrusage's ru_maxrss survives fork+exec, so a
+    worker started by a process that held a big model would report the parent's peak instead.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
 def current_rss_bytes() -> int:

@@ -39,7 +39,7 @@ def configure_logging(verbose: bool) -> None:
     if not verbose:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        logging.getLogger("edgekit").setLevel(logging.INFO)
+        logging.getLogger("edgekit").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
