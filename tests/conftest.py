@@ -53,24 +53,27 @@ def mobilevit_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sd_pipeline_folder(tmp_path_factory) -> Path:
-    """A diffusers pipeline folder (model_index.json + unet/ + vae/config.json) from tiny-sd."""
-    from edgekit.models.stable_diffusion import load_preset
+    """A diffusers pipeline folder as save_pretrained writes it, from the tiny-sd preset."""
+    from edgekit import models
+    from edgekit.models import clip_tokenizer
+    from edgekit.models.stable_diffusion import SD15_SCHEDULER_CONFIG
 
     folder = tmp_path_factory.mktemp("sd") / "sd-pipeline"
-    unet = load_preset("tiny-sd").module.unet
-    unet.save_pretrained(folder / "unet")
-    (folder / "vae").mkdir()
-    (folder / "vae" / "config.json").write_text(
-        json.dumps({"_class_name": "AutoencoderKL", "block_out_channels": [32, 64]})
-    )
-    (folder / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionPipeline",
-                "unet": ["diffusers", "UNet2DConditionModel"],
-            }
-        )
-    )
+    pipeline = models.load_pipeline("tiny-sd")
+    pipeline.components["text-encoder"].module.text_model.save_pretrained(folder / "text_encoder")
+    pipeline.components["unet"].module.unet.save_pretrained(folder / "unet")
+    pipeline.components["vae-decoder"].module.vae.save_pretrained(folder / "vae")
+    clip_tokenizer.write_tokenizer_files(folder / "tokenizer")
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline",
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+    }))
     return folder
 
 

@@ -99,10 +99,38 @@ def test_bad_sd_size_is_rejected(sd_pipeline_folder):
 
 
 def test_unknown_component_lists_known():
-    with pytest.raises(UnknownChoiceError, match="Known: unet"):
+    with pytest.raises(UnknownChoiceError, match="Known: text-encoder, unet, vae-decoder"):
         models.load("tiny-sd", component="vae-encoder")
 
 
 def test_sd_options_rejected_for_mobilevit():
     with pytest.raises(SourceError, match="Stable Diffusion sources only"):
         models.load("tiny-mobilevit", height=256)
+
+
+def test_unet_only_source_has_no_other_components(sd_pipeline_folder):
+    with pytest.raises(SourceError, match="has no text-encoder; it has: unet"):
+        models.load(sd_pipeline_folder / "unet", component="text-encoder")
+
+
+def test_pipeline_components_fit_together(sd_pipeline_folder):
+    pipeline = models.load_pipeline(sd_pipeline_folder)
+    assert list(pipeline.components) == ["text-encoder", "unet", "vae-decoder"]
+    text, unet, vae = pipeline.components.values()
+    # The text encoder's output is what the UNet cross-attends to; the UNet's output is a latent
+    # of the shape the VAE decoder takes.
+    assert text.outputs[0].shape == unet.inputs[2].shape
+    assert unet.outputs[0].shape == vae.inputs[0].shape
+    assert vae.outputs[0].shape == [1, 3, pipeline.info.image_height, pipeline.info.image_width]
+    assert pipeline.info.vae_scale_factor == 2 and pipeline.info.vae_scaling_factor == 0.18215
+
+
+def test_pipeline_folder_weights_match_preset(sd_pipeline_folder):
+    preset = models.load_pipeline("tiny-sd")
+    folder = models.load_pipeline(sd_pipeline_folder)
+    for name, component in preset.components.items():
+        inputs = component.sample_inputs(0)
+        expected = component.run_torch(inputs)
+        actual = folder.components[name].run_torch(inputs)
+        for key in expected:
+            np.testing.assert_allclose(actual[key], expected[key], atol=1e-5)

@@ -1,7 +1,8 @@
-"""Model adapters: a source (preset name or folder) -> `LoadedModel`.
+"""Model adapters: a source (preset name or folder) -> `LoadedModel` / `LoadedPipeline`.
 
-`load()` is the single entry point. Adapters are imported lazily so importing this package
-does not pull in transformers or diffusers.
+`load()` gives one export-ready module; `load_pipeline()` gives the several components of a
+Stable Diffusion pipeline for one artifact. Adapters are imported lazily so importing this
+package does not pull in transformers or diffusers.
 """
 
 from __future__ import annotations
@@ -9,9 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import SourceError
-from edgekit.models.base import LoadedModel, Preprocessing, SourceInfo, TensorSpec
+from edgekit.models.base import (
+    LoadedModel,
+    LoadedPipeline,
+    PipelineInfo,
+    Preprocessing,
+    SourceInfo,
+    TensorSpec,
+)
 
-__all__ = ["LoadedModel", "Preprocessing", "SourceInfo", "TensorSpec", "load", "preset_names"]
+__all__ = [
+    "LoadedModel",
+    "LoadedPipeline",
+    "PipelineInfo",
+    "Preprocessing",
+    "SourceInfo",
+    "TensorSpec",
+    "is_stable_diffusion",
+    "load",
+    "load_pipeline",
+    "preset_names",
+]
 
 # Preset name -> adapter family. Kept here (no heavy import) so errors and --help can list them.
 _PRESET_FAMILIES = {
@@ -19,20 +38,32 @@ _PRESET_FAMILIES = {
     "mobilevit-x-small": "mobilevit",
     "mobilevit-xx-small": "mobilevit",
     "tiny-mobilevit": "mobilevit",
+    "sd15": "stable_diffusion",
     "sd15-unet": "stable_diffusion",
     "tiny-sd": "stable_diffusion",
 }
-
-
 # Framework modules the adapters import lazily; bench imports them before timing a PyTorch load.
 FRAMEWORK_MODULES = (
     "transformers.models.mobilevit.modeling_mobilevit",
+    "transformers.models.clip.modeling_clip",
     "diffusers.models.unets.unet_2d_condition",
+    "diffusers.models.autoencoders.autoencoder_kl",
 )
 
 
 def preset_names() -> list[str]:
     return sorted(_PRESET_FAMILIES)
+
+
+def is_stable_diffusion(source: str | Path) -> bool:
+    """True for SD presets and diffusers folders; raises SourceError for a source that is neither
+    an existing path nor a preset."""
+    name = str(source)
+    if name in _PRESET_FAMILIES:
+        return _PRESET_FAMILIES[name] == "stable_diffusion"
+    from edgekit.models import stable_diffusion
+
+    return stable_diffusion.is_diffusers_folder(_existing_folder(name))
 
 
 def load(
@@ -45,25 +76,67 @@ def load(
 ) -> LoadedModel:
     """Load a preset name or a model folder into an export-ready `LoadedModel`.
 
-    `component`, `height` and `width` apply to Stable Diffusion sources only.
+    `component` (default "unet"), `height` and `width` apply to Stable Diffusion sources only.
     """
     if batch_size < 1:
         raise SourceError(f"Batch size {batch_size} is not allowed.", hint="use 1 or more.")
     name = str(source)
     family = _PRESET_FAMILIES.get(name)
+    if family is None:
+        path = _existing_folder(name)
+        from edgekit.models import mobilevit, stable_diffusion
+
+        if mobilevit.is_mobilevit_folder(path):
+            family, source = "mobilevit", path
+        elif stable_diffusion.is_diffusers_folder(path):
+            family, source = "stable_diffusion", path
+        else:
+            raise SourceError(
+                f"'{name}' is not a model folder edgekit knows: no MobileViT config.json "
+                "(model_type 'mobilevit'), no diffusers model_index.json or UNet config.json.",
+                hint="pass a Hugging Face MobileViT folder, a diffusers pipeline or UNet folder, "
+                "or a preset.",
+            )
     if family == "mobilevit":
         from edgekit.models import mobilevit
 
         _reject_sd_options(name, component, height, width)
+        if isinstance(source, Path):
+            return mobilevit.load_folder(source, batch_size=batch_size)
         return mobilevit.load_preset(name, batch_size=batch_size)
-    if family == "stable_diffusion":
-        from edgekit.models import stable_diffusion
+    from edgekit.models import stable_diffusion
 
-        return stable_diffusion.load_preset(
-            name, component=component or "unet", height=height, width=width, batch_size=batch_size
+    return stable_diffusion.load_component(
+        source, component=component or "unet", height=height, width=width, batch_size=batch_size
+    )
+
+
+def load_pipeline(
+    source: str | Path,
+    *,
+    components: list[str] | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> LoadedPipeline:
+    """Load the chosen (default: all available) components of a Stable Diffusion source."""
+    if not is_stable_diffusion(source):
+        raise SourceError(
+            f"'{source}' is not a Stable Diffusion source, so it has no pipeline components.",
+            hint="drop --component, or pass a diffusers pipeline folder or an SD preset.",
         )
+    from edgekit.models import stable_diffusion
 
-    path = Path(source).expanduser()
+    name = str(source)
+    return stable_diffusion.load_pipeline(
+        name if name in _PRESET_FAMILIES else Path(name),
+        components=components,
+        height=height,
+        width=width,
+    )
+
+
+def _existing_folder(name: str) -> Path:
+    path = Path(name).expanduser()
     if not path.exists():
         raise SourceError(
             f"No model at '{name}': it is neither an existing path nor a preset.",
@@ -74,21 +147,7 @@ def load(
             f"'{name}' is a file; edgekit loads model folders.",
             hint="pass the folder that save_pretrained() wrote (config.json + weights).",
         )
-    from edgekit.models import mobilevit, stable_diffusion
-
-    if mobilevit.is_mobilevit_folder(path):
-        _reject_sd_options(name, component, height, width)
-        return mobilevit.load_folder(path, batch_size=batch_size)
-    if stable_diffusion.is_diffusers_folder(path):
-        return stable_diffusion.load_folder(
-            path, component=component or "unet", height=height, width=width, batch_size=batch_size
-        )
-    raise SourceError(
-        f"'{name}' is not a model folder edgekit knows: no MobileViT config.json "
-        "(model_type 'mobilevit'), no diffusers model_index.json or UNet config.json.",
-        hint="pass a Hugging Face MobileViT folder, a diffusers pipeline or UNet folder, "
-        "or a preset.",
-    )
+    return path
 
 
 def _reject_sd_options(

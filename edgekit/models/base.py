@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,33 @@ class LoadedModel:
     @property
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
+
+
+class PipelineInfo(BaseModel):
+    """How a Stable Diffusion pipeline's components fit together; generate and apps read it."""
+
+    vae_scaling_factor: float = Field(description="Latents are divided by this before decoding.")
+    vae_scale_factor: int = Field(description="Image pixels per latent pixel (8 for SD 1.x).")
+    latent_channels: int
+    latent_height: int
+    latent_width: int
+    image_height: int
+    image_width: int
+    text_max_length: int
+    tokenizer_files: list[str] = Field(default_factory=list)
+    scheduler_config_file: str | None = None
+
+
+@dataclass
+class LoadedPipeline:
+    """Several components exported into one artifact, plus the files that glue them together."""
+
+    components: dict[str, LoadedModel]
+    source: SourceInfo
+    info: PipelineInfo
+    # Writes tokenizer and scheduler files into the artifact folder; returns what it wrote.
+    write_assets: Callable[[Path], list[Path]]
+    model_kind: str = "sd-pipeline"
 
 
 def sha256_of_files(paths: list[Path], *, root: Path | None = None) -> str:

@@ -1,12 +1,19 @@
 """Stable Diffusion components: diffusers pipeline folders, bare UNet folders, presets.
 
-Each component is wrapped into a module with plain tensor inputs and outputs, at a fixed latent
-size, because every mobile format wants static shapes.
+Each component is wrapped into a module with plain tensor inputs and outputs at fixed shapes,
+because every mobile format wants static shapes:
+  text-encoder  input_ids (B, 77) int32               -> last_hidden_state (B, 77, D)
+  unet          sample (B, 4, h, w), timestep (B,),
+                encoder_hidden_states (B, 77, D)       -> noise_pred (B, 4, h, w)
+  vae-decoder   z (B, 4, h, w) = latents / scaling     -> image (B, 3, H, W) in [-1, 1]
+The names follow apple's ml-stable-diffusion conversion where it has one (z, image, sample,
+timestep, encoder_hidden_states, input_ids, last_hidden_state).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +21,27 @@ import torch
 from torch import nn
 
 from edgekit.errors import SourceError, UnknownChoiceError
-from edgekit.models.base import LoadedModel, SourceInfo, TensorSpec, sha256_of_files, sha256_of_text
+from edgekit.models import clip_tokenizer
+from edgekit.models.base import (
+    LoadedModel,
+    LoadedPipeline,
+    PipelineInfo,
+    SourceInfo,
+    TensorSpec,
+    sha256_of_files,
+    sha256_of_text,
+)
 from edgekit.models.init import reinitialize
 from edgekit.models.weights import check_weight_files
 
-# CLIP's tokenizer pads every prompt to 77 tokens; the UNet's cross-attention sees that length.
-TEXT_SEQUENCE_LENGTH = 77
+COMPONENTS = ["text-encoder", "unet", "vae-decoder"]
+TEXT_SEQUENCE_LENGTH = clip_tokenizer.MAX_LENGTH
 # SD's VAE downsamples by 8; used when a folder has no vae/config.json to read it from.
 DEFAULT_VAE_SCALE_FACTOR = 8
+SD_VAE_SCALING_FACTOR = 0.18215
 PRESET_SEED = 0
 
-# Published UNet config of Stable Diffusion 1.5 (860M parameters).
+# Published configs of Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5).
 _SD15_UNET: dict[str, Any] = {
     "sample_size": 64,
     "in_channels": 4,
@@ -37,7 +54,29 @@ _SD15_UNET: dict[str, Any] = {
     "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
     "norm_num_groups": 32,
 }
-# The same block types at the size diffusers' own tests use: exports in seconds.
+_SD15_TEXT: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+}
+_SD15_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "layers_per_block": 2,
+    "sample_size": 512,
+    "scaling_factor": SD_VAE_SCALING_FACTOR,
+}
+# The same block types at the sizes diffusers' own tests use: each exports in seconds. The text
+# encoder keeps CLIP's full 49408-token vocabulary so the real tokenizer drives it.
 _TINY_UNET: dict[str, Any] = {
     "sample_size": 16,
     "in_channels": 4,
@@ -50,13 +89,67 @@ _TINY_UNET: dict[str, Any] = {
     "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
     "norm_num_groups": 32,
 }
-SD_PRESETS: dict[str, dict[str, Any]] = {"sd15-unet": _SD15_UNET, "tiny-sd": _TINY_UNET}
-COMPONENTS = ["unet"]
+_TINY_TEXT: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 32,
+}
+_TINY_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [32, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "sample_size": 32,
+    "scaling_factor": SD_VAE_SCALING_FACTOR,
+}
+# SD 1.5's scheduler_config.json; generate reads it into a deterministic DDIM scheduler.
+SD15_SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+}
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    unet: dict[str, Any]
+    text_encoder: dict[str, Any] | None
+    vae: dict[str, Any] | None
+
+
+SD_PRESETS: dict[str, _Recipe] = {
+    "sd15": _Recipe(_SD15_UNET, _SD15_TEXT, _SD15_VAE),
+    "sd15-unet": _Recipe(_SD15_UNET, None, None),
+    "tiny-sd": _Recipe(_TINY_UNET, _TINY_TEXT, _TINY_VAE),
+}
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, text_model: nn.Module) -> None:
+        super().__init__()
+        self.text_model = text_model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # input_ids: (B, 77) int32 -> (B, 77, D); int32 because mobile runtimes prefer it.
+        return self.text_model(input_ids=input_ids.long(), return_dict=False)[0]
 
 
 class UNetDenoiser(nn.Module):
-    """`(sample, timestep, encoder_hidden_states)` -> predicted noise; no dicts, no kwargs."""
-
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
         self.unet = unet
@@ -68,129 +161,288 @@ class UNetDenoiser(nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
+class VAEDecoder(nn.Module):
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: (B, 4, h, w), already divided by the scaling factor -> (B, 3, 8h, 8w) in [-1, 1]
+        return self.vae.decode(z, return_dict=False)[0]
+
+
 def is_diffusers_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() or _class_name(path / "config.json") == (
         "UNet2DConditionModel"
     )
 
 
-def load_preset(
-    name: str,
-    *,
-    component: str = "unet",
-    height: int | None = None,
-    width: int | None = None,
-    batch_size: int = 1,
-) -> LoadedModel:
-    from diffusers import UNet2DConditionModel
-
-    _check_component(component)
-    recipe = SD_PRESETS[name]
-    latent_hw = _latent_hw(recipe, DEFAULT_VAE_SCALE_FACTOR, height, width)  # fail before building
-    unet = reinitialize(UNet2DConditionModel(**recipe), seed=PRESET_SEED)
-    options = {"component": component, "height": height, "width": width, "batch_size": batch_size}
-    source = SourceInfo(
-        kind="preset",
-        path=name,
-        sha256=sha256_of_text(json.dumps({"recipe": recipe, "seed": PRESET_SEED}, sort_keys=True)),
-        is_preset=True,
-        random_weights=True,
-        component=component,
-        options=options,
-    )
-    return _wrap_unet(unet, source, latent_hw, batch_size)
+# ---------------------------------------------------------------- sources: presets and folders
 
 
-def load_folder(
-    path: Path,
-    *,
-    component: str = "unet",
-    height: int | None = None,
-    width: int | None = None,
-    batch_size: int = 1,
-) -> LoadedModel:
-    from diffusers import UNet2DConditionModel
+class _PresetSource:
+    """Builds components from a preset recipe with seeded random weights."""
 
-    _check_component(component)
-    is_pipeline = (path / "model_index.json").is_file()
-    unet_dir = path / "unet" if is_pipeline else path
-    if _class_name(unet_dir / "config.json") != "UNet2DConditionModel":
-        raise SourceError(
-            f"{unet_dir} has no UNet2DConditionModel config.json.",
-            hint="pass a diffusers pipeline folder (model_index.json + unet/) or a UNet folder.",
-        )
-    vae_scale = _vae_scale_factor(path / "vae" / "config.json") if is_pipeline else None
-    unet_config = json.loads((unet_dir / "config.json").read_text())
-    latent_hw = _latent_hw(unet_config, vae_scale or DEFAULT_VAE_SCALE_FACTOR, height, width)
-    weight_files = check_weight_files(
-        unet_dir, ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
-    )
-    try:
-        unet = UNet2DConditionModel.from_pretrained(unet_dir, local_files_only=True)
-    except Exception as exc:  # diffusers raises many types for one cause: unreadable weights
-        raise SourceError(
-            f"Could not load the UNet from {unet_dir}: {str(exc).splitlines()[0]}",
-            hint="re-save it with save_pretrained() or check the copy finished.",
-        ) from exc
-    source = SourceInfo(
-        kind="diffusers-folder",
-        path=str(path.resolve()),
-        sha256=sha256_of_files([*weight_files, unet_dir / "config.json"], root=path),
-        is_preset=False,
-        random_weights=False,
-        component=component,
-        options={
-            "component": component,
-            "height": height,
-            "width": width,
-            "batch_size": batch_size,
-        },
-    )
-    return _wrap_unet(unet.eval(), source, latent_hw, batch_size)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.recipe = SD_PRESETS[name]
+
+    def available(self) -> list[str]:
+        names = ["unet"]
+        if self.recipe.text_encoder:
+            names.insert(0, "text-encoder")
+        if self.recipe.vae:
+            names.append("vae-decoder")
+        return names
+
+    def configs(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        return self.recipe.unet, self.recipe.vae
+
+    def build(self, component: str) -> tuple[nn.Module, str]:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        recipe = {
+            "text-encoder": self.recipe.text_encoder,
+            "unet": self.recipe.unet,
+            "vae-decoder": self.recipe.vae,
+        }[component]
+        if component == "unet":
+            module = UNet2DConditionModel(**recipe)
+        elif component == "text-encoder":
+            module = CLIPTextModel(CLIPTextConfig(**recipe))
+        else:
+            module = AutoencoderKL(**recipe)
+        digest = sha256_of_text(json.dumps({"recipe": recipe, "seed": PRESET_SEED}, sort_keys=True))
+        return reinitialize(module, seed=PRESET_SEED), digest
+
+    def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
+        return SourceInfo(kind="preset", path=self.name, sha256=sha256, is_preset=True,
+                          random_weights=True, component=component, options=options)
+
+    def write_assets(self, folder: Path) -> list[Path]:
+        files = clip_tokenizer.write_tokenizer_files(folder)
+        scheduler = folder / "scheduler_config.json"
+        scheduler.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+        return [*files, scheduler]
 
 
-def _wrap_unet(
-    unet: nn.Module, source: SourceInfo, latent_hw: tuple[int, int], batch_size: int
-) -> LoadedModel:
-    config = unet.config
-    latent_h, latent_w = latent_hw
-    latent_shape = [batch_size, config.in_channels, latent_h, latent_w]
-    return LoadedModel(
-        module=UNetDenoiser(unet).eval(),
-        model_kind="sd-unet",
-        inputs=[
-            # Latents are roughly unit-variance; timesteps span the 1000-step schedule.
-            TensorSpec(name="sample", shape=latent_shape, dtype="float32", value_range=[-2.0, 2.0]),
-            TensorSpec(
-                name="timestep", shape=[batch_size], dtype="float32", value_range=[1.0, 999.0]
-            ),
-            TensorSpec(
-                name="encoder_hidden_states",
-                shape=[batch_size, TEXT_SEQUENCE_LENGTH, config.cross_attention_dim],
-                dtype="float32",
-                value_range=[-1.0, 1.0],
-            ),
-        ],
-        outputs=[
-            TensorSpec(
-                name="noise_pred",
-                shape=[batch_size, config.out_channels, latent_h, latent_w],
-                dtype="float32",
+class _FolderSource:
+    """Reads components from a diffusers pipeline folder (or a bare UNet folder)."""
+
+    _SUBFOLDERS = {"text-encoder": "text_encoder", "unet": "unet", "vae-decoder": "vae"}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.is_pipeline = (path / "model_index.json").is_file()
+
+    def _dir(self, component: str) -> Path:
+        return self.path / self._SUBFOLDERS[component] if self.is_pipeline else self.path
+
+    def available(self) -> list[str]:
+        if not self.is_pipeline:
+            return ["unet"]
+        return [c for c in COMPONENTS if (self._dir(c) / "config.json").is_file()]
+
+    def configs(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        unet_dir = self._dir("unet")
+        if _class_name(unet_dir / "config.json") != "UNet2DConditionModel":
+            raise SourceError(
+                f"{unet_dir} has no UNet2DConditionModel config.json.",
+                hint="pass a diffusers pipeline folder (model_index.json + unet/) or UNet folder.",
             )
-        ],
-        source=source,
+        vae_config = self.path / "vae" / "config.json"
+        vae = _read_json(vae_config) if self.is_pipeline and vae_config.is_file() else None
+        return _read_json(unet_dir / "config.json"), vae
+
+    def build(self, component: str) -> tuple[nn.Module, str]:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        folder = self._dir(component)
+        if component == "text-encoder":
+            loader, weights = CLIPTextModel, ["model.safetensors", "pytorch_model.bin"]
+        else:
+            loader = UNet2DConditionModel if component == "unet" else AutoencoderKL
+            weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
+        weight_files = check_weight_files(folder, weights)
+        try:
+            module = loader.from_pretrained(folder, local_files_only=True)
+        except Exception as exc:  # the libraries raise many types for one cause: unreadable weights
+            raise SourceError(
+                f"Could not load the {component} from {folder}: {str(exc).splitlines()[0]}",
+                hint="re-save it with save_pretrained() or check the copy finished.",
+            ) from exc
+        digest = sha256_of_files([*weight_files, folder / "config.json"], root=self.path)
+        return module.eval(), digest
+
+    def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
+        return SourceInfo(kind="diffusers-folder", path=str(self.path.resolve()), sha256=sha256,
+                          is_preset=False, random_weights=False, component=component,
+                          options=options)
+
+    def write_assets(self, folder: Path) -> list[Path]:
+        written = []
+        tokenizer_dir = self.path / "tokenizer"
+        if (tokenizer_dir / "vocab.json").is_file() and (tokenizer_dir / "merges.txt").is_file():
+            for name in clip_tokenizer.TOKENIZER_FILES:
+                if (tokenizer_dir / name).is_file():
+                    (folder / name).write_bytes((tokenizer_dir / name).read_bytes())
+                    written.append(folder / name)
+        else:
+            # SD 1.x always uses CLIP's BPE vocabulary; the packaged copy is that file.
+            written += clip_tokenizer.write_tokenizer_files(folder)
+        scheduler = self.path / "scheduler" / "scheduler_config.json"
+        target = folder / "scheduler_config.json"
+        if scheduler.is_file():
+            target.write_bytes(scheduler.read_bytes())
+        else:
+            target.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+        return [*written, target]
+
+
+def _source(name_or_path: str | Path) -> _PresetSource | _FolderSource:
+    if isinstance(name_or_path, str) and name_or_path in SD_PRESETS:
+        return _PresetSource(name_or_path)
+    return _FolderSource(Path(name_or_path))
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def load_component(
+    source: str | Path,
+    *,
+    component: str = "unet",
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 1,
+) -> LoadedModel:
+    """One component as an export-ready module (what `models.load` returns for SD sources)."""
+    src = _source(source)
+    _check_component(component, src.available())
+    shapes = _Shapes.from_configs(*src.configs(), height, width)  # fail before building
+    module, digest = src.build(component)
+    options = {"component": component, "height": height, "width": width, "batch_size": batch_size}
+    return _wrap(component, module, shapes, src.source_info(component, digest, options), batch_size)
+
+
+def load_pipeline(
+    source: str | Path,
+    *,
+    components: list[str] | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> LoadedPipeline:
+    """Several components (default: all the source has) for one pipeline artifact."""
+    src = _source(source)
+    chosen = components or src.available()
+    for component in chosen:
+        _check_component(component, src.available())
+    shapes = _Shapes.from_configs(*src.configs(), height, width)
+    loaded: dict[str, LoadedModel] = {}
+    for component in [c for c in COMPONENTS if c in chosen]:
+        module, digest = src.build(component)
+        options = {"component": component, "height": height, "width": width, "batch_size": 1}
+        info = src.source_info(component, digest, options)
+        loaded[component] = _wrap(component, module, shapes, info, 1)
+    pipeline_digest = sha256_of_text("".join(m.source.sha256 for m in loaded.values()))
+    options = {"components": list(loaded), "height": height, "width": width}
+    return LoadedPipeline(
+        components=loaded,
+        source=src.source_info(None, pipeline_digest, options),
+        info=shapes.info(),
+        write_assets=src.write_assets,
     )
 
 
-def _latent_hw(
-    unet_config: dict[str, Any], vae_factor: int, height: int | None, width: int | None
-) -> tuple[int, int]:
-    # The UNet halves the latent once per down block but the last; sizes must survive that.
-    unet_factor = 2 ** (len(unet_config["block_out_channels"]) - 1)
-    default = unet_config.get("sample_size", 64)
-    return (
-        _latent_size(height, vae_factor, unet_factor, default, "height"),
-        _latent_size(width, vae_factor, unet_factor, default, "width"),
+# ---------------------------------------------------------------- shapes and wrappers
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    latent_channels: int
+    latent_h: int
+    latent_w: int
+    vae_factor: int
+    cross_attention_dim: int
+    scaling_factor: float
+
+    @classmethod
+    def from_configs(
+        cls,
+        unet: dict[str, Any],
+        vae: dict[str, Any] | None,
+        height: int | None,
+        width: int | None,
+    ) -> _Shapes:
+        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1) if vae else DEFAULT_VAE_SCALE_FACTOR
+        # The UNet halves the latent once per down block but the last; sizes must survive that.
+        unet_factor = 2 ** (len(unet["block_out_channels"]) - 1)
+        default = unet.get("sample_size", 64)
+        return cls(
+            latent_channels=unet.get("in_channels", 4),
+            latent_h=_latent_size(height, vae_factor, unet_factor, default, "height"),
+            latent_w=_latent_size(width, vae_factor, unet_factor, default, "width"),
+            vae_factor=vae_factor,
+            cross_attention_dim=unet["cross_attention_dim"],
+            scaling_factor=(vae or {}).get("scaling_factor", SD_VAE_SCALING_FACTOR),
+        )
+
+    def info(self) -> PipelineInfo:
+        return PipelineInfo(
+            vae_scaling_factor=self.scaling_factor,
+            vae_scale_factor=self.vae_factor,
+            latent_channels=self.latent_channels,
+            latent_height=self.latent_h,
+            latent_width=self.latent_w,
+            image_height=self.latent_h * self.vae_factor,
+            image_width=self.latent_w * self.vae_factor,
+            text_max_length=TEXT_SEQUENCE_LENGTH,
+            tokenizer_files=list(clip_tokenizer.TOKENIZER_FILES),
+            scheduler_config_file="scheduler_config.json",
+        )
+
+
+def _wrap(
+    component: str, module: nn.Module, shapes: _Shapes, source: SourceInfo, batch: int
+) -> LoadedModel:
+    latent = [batch, shapes.latent_channels, shapes.latent_h, shapes.latent_w]
+    if component == "text-encoder":
+        hidden = module.config.hidden_size
+        return LoadedModel(
+            module=TextEncoder(module).eval(),
+            model_kind="sd-text-encoder",
+            inputs=[TensorSpec(name="input_ids", shape=[batch, TEXT_SEQUENCE_LENGTH],
+                               dtype="int32", value_range=[0.0, module.config.vocab_size - 1.0])],
+            outputs=[TensorSpec(name="last_hidden_state",
+                                shape=[batch, TEXT_SEQUENCE_LENGTH, hidden], dtype="float32")],
+            source=source,
+        )
+    if component == "unet":
+        return LoadedModel(
+            module=UNetDenoiser(module).eval(),
+            model_kind="sd-unet",
+            inputs=[
+                # Latents are roughly unit-variance; timesteps span the 1000-step schedule.
+                TensorSpec(name="sample", shape=latent, dtype="float32", value_range=[-2.0, 2.0]),
+                TensorSpec(name="timestep", shape=[batch], dtype="float32",
+                           value_range=[1.0, 999.0]),
+                TensorSpec(name="encoder_hidden_states",
+                           shape=[batch, TEXT_SEQUENCE_LENGTH, shapes.cross_attention_dim],
+                           dtype="float32", value_range=[-1.0, 1.0]),
+            ],
+            outputs=[TensorSpec(name="noise_pred", shape=latent, dtype="float32")],
+            source=source,
+        )
+    image = [batch, 3, shapes.latent_h * shapes.vae_factor, shapes.latent_w * shapes.vae_factor]
+    return LoadedModel(
+        module=VAEDecoder(module).eval(),
+        model_kind="sd-vae-decoder",
+        # Unit-variance latents divided by the 0.18215 scaling factor span about +-5.
+        inputs=[TensorSpec(name="z", shape=latent, dtype="float32", value_range=[-4.0, 4.0])],
+        outputs=[TensorSpec(name="image", shape=image, dtype="float32")],
+        source=source,
     )
 
 
@@ -209,11 +461,11 @@ def _latent_size(
     return pixels // vae_factor
 
 
-def _vae_scale_factor(vae_config: Path) -> int | None:
-    if not vae_config.is_file():
-        return None
-    blocks = json.loads(vae_config.read_text()).get("block_out_channels")
-    return 2 ** (len(blocks) - 1) if blocks else None
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path} is not valid JSON.", hint="re-save the model folder.") from exc
 
 
 def _class_name(config: Path) -> str | None:
@@ -225,6 +477,11 @@ def _class_name(config: Path) -> str | None:
         return None
 
 
-def _check_component(component: str) -> None:
+def _check_component(component: str, available: list[str]) -> None:
     if component not in COMPONENTS:
         raise UnknownChoiceError("Stable Diffusion component", component, COMPONENTS)
+    if component not in available:
+        raise SourceError(
+            f"This source has no {component}; it has: {', '.join(available)}.",
+            hint="pick one of those with --component, or pass a full pipeline folder.",
+        )
