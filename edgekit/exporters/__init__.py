@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, str] = {
     "onnx": "edgekit.exporters.onnx:OnnxExporter",
     "executorch": "edgekit.exporters.executorch:ExecuTorchExporter",
+    "coreml": "edgekit.exporters.coreml:CoreMLExporter",
     "tflite": "edgekit.exporters.tflite:TFLiteExporter",
 }
 
