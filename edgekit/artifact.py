@@ -22,10 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from edgekit.errors import ArtifactError, OutputError
-from edgekit.models.base import Preprocessing, SourceInfo, TensorSpec
+from edgekit.models.base import PipelineInfo, Preprocessing, SourceInfo, TensorSpec
 from edgekit.validate import Verification
 
-MANIFEST_SCHEMA_VERSION = "1.0"
+MANIFEST_SCHEMA_VERSION = "2.0"
 MANIFEST_NAME = "manifest.json"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
 _TEMP_PREFIX = ".edgekit-tmp-"
@@ -42,31 +42,59 @@ class ExportInfo(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict, description="Exporter-specific facts.")
 
 
+class ComponentManifest(BaseModel):
+    """One exported model inside an artifact (a classifier has one; an SD pipeline up to three)."""
+
+    name: str = Field(description="'model', or 'text-encoder' / 'unet' / 'vae-decoder'.")
+    model_kind: str = Field(description="'mobilevit-classifier', 'sd-unet', ...")
+    model_file: str = Field(description="Relative to the artifact folder.")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameter_count: int
+    source: SourceInfo = Field(description="The weights this component came from.")
+    export: ExportInfo
+    verification: Verification
+
+
 class Manifest(BaseModel):
-    """Everything known about one exported artifact."""
+    """Everything known about one exported artifact. Demo apps read this, never file names."""
 
     schema_version: str = MANIFEST_SCHEMA_VERSION
     name: str
     created_utc: str
     status: Literal["verified", "failed", "structure-only"] = Field(
-        description="'verified': numerics passed; 'failed': they did not; 'structure-only': no "
-        "runtime on this OS, so only the structure was checked."
+        description="'verified': numerics passed for every component; 'failed': a check failed; "
+        "'structure-only': no runtime on this OS, so only the structure was checked."
     )
-    model_kind: str = Field(description="'mobilevit-classifier', 'sd-unet', ...")
+    model_kind: str = Field(description="'mobilevit-classifier', 'sd-pipeline', ...")
     random_weights: bool = Field(description="True when the weights are a preset's random ones.")
     source: SourceInfo
     format: str
     precision: str
-    model_file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    profile: dict[str, Any] | None = Field(
+        None, description="The deployment target profile the artifact was exported for."
+    )
     preprocessing: Preprocessing | None = None
     labels: list[str] | None = None
-    parameter_count: int
+    pipeline: PipelineInfo | None = Field(
+        None, description="Stable Diffusion: how components, tokenizer and scheduler fit."
+    )
+    components: list[ComponentManifest]
     files: list[FileEntry]
-    export: ExportInfo
-    verification: Verification
     tool_versions: dict[str, str]
+
+    def component(self, name: str | None = None) -> ComponentManifest:
+        """The named component, or the only one when `name` is None."""
+        if name is None and len(self.components) == 1:
+            return self.components[0]
+        for component in self.components:
+            if component.name == name:
+                return component
+        known = ", ".join(c.name for c in self.components)
+        raise ArtifactError(
+            f"Artifact {self.name} has no component '{name}'; it has: {known}.",
+            hint="pass one of those names.",
+        )
 
 
 def hash_file(path: Path) -> str:
@@ -81,7 +109,7 @@ def file_entries(folder: Path) -> list[FileEntry]:
     return [
         FileEntry(path=str(p.relative_to(folder)), size_bytes=p.stat().st_size, sha256=hash_file(p))
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p != folder / MANIFEST_NAME
     ]
 
 
@@ -137,12 +165,16 @@ def publish(staging: Path, manifest: Manifest, final_dir: Path) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write a report file whole or not at all (temp file beside it, then rename)."""
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=_TEMP_PREFIX, suffix=path.suffix, delete=False
+            "wb", dir=path.parent, prefix=_TEMP_PREFIX, suffix=path.suffix, delete=False
         ) as handle:
-            handle.write(text)
+            handle.write(data)
         os.replace(handle.name, path)
     except OSError as exc:
         raise OutputError(

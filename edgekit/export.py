@@ -1,9 +1,10 @@
 """Export, then verify: the one function behind `edgekit export` and `edgekit quickstart`.
 
 Steps, numbered as in shared/DESIGN.md:
-  1. the model is loaded by the caller (`edgekit.models.load`);
-  3. export into a staging folder;
-  4. run the artifact on its host runtime, compare with PyTorch, write the manifest, publish.
+  1. the model is loaded by the caller (`edgekit.models.load` / `load_pipeline`);
+  3. each component is exported into a staging folder;
+  4. each runs on its host runtime and is compared with PyTorch (or, where no runtime exists on
+     this OS, its structure is checked); the manifest is written; the folder is published.
 A verification failure still publishes the artifact, marked "failed", then raises.
 """
 
@@ -14,9 +15,11 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from edgekit import __version__, exporters
 from edgekit.artifact import (
+    ComponentManifest,
     ExportInfo,
     Manifest,
     file_entries,
@@ -26,12 +29,14 @@ from edgekit.artifact import (
     staging_dir,
 )
 from edgekit.errors import EdgekitError, ExportError, VerificationError
-from edgekit.models.base import LoadedModel
+from edgekit.models.base import LoadedModel, LoadedPipeline
+from edgekit.profiles import TargetProfile
 from edgekit.validate import TOLERANCES, Verification, check_reference, compare_outputs
 
 log = logging.getLogger(__name__)
 
 VERIFY_SEED = 0
+SINGLE_COMPONENT = "model"
 _TOOLS = [
     "torch",
     "numpy",
@@ -41,7 +46,11 @@ _TOOLS = [
     "onnxruntime",
     "onnxscript",
     "executorch",
+    "litert-torch",
+    "ai-edge-litert",
+    "coremltools",
 ]
+_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
 
 
 def tool_versions() -> dict[str, str]:
@@ -54,99 +63,172 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def artifact_name(model: LoadedModel, format_name: str, precision: str) -> str:
-    base = Path(model.source.path).name if not model.source.is_preset else model.source.path
-    parts = [base]
-    if model.source.component:
-        parts.append(model.source.component)
-    parts += [format_name, precision]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))
+def artifact_name(source_name: str, format_name: str, precision: str, suffix: str = "") -> str:
+    parts = [source_name, suffix, format_name, precision]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(p for p in parts if p))
 
 
 def export_artifact(
-    model: LoadedModel,
+    model: LoadedModel | LoadedPipeline,
     format_name: str,
     out_dir: Path,
     *,
     precision: str = "fp32",
     name: str | None = None,
+    exporter_options: dict[str, Any] | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> tuple[Path, Manifest]:
-    """Export `model` to `format_name` under `out_dir`, verify it, return (folder, manifest)."""
-    exporter = exporters.get(format_name)
-    reason = exporter.unsupported_reason(model, precision=precision)
-    if reason:
-        raise ExportError(
-            reason, hint=f"choose another --precision or --target for {model.model_kind}."
-        )
-    prepare_output_dir(out_dir)
-    final_dir = out_dir / (name or artifact_name(model, format_name, precision))
+    """Export every component of `model` to `format_name` under `out_dir`, verify each, publish.
 
-    inputs = model.sample_inputs(VERIFY_SEED)
-    reference = model.run_torch(inputs)
-    check_reference(reference)
+    Returns (artifact folder, manifest). `exporter_options` go to the exporter's constructor
+    (e.g. Core ML's minimum deployment target); `profile` is recorded in the manifest.
+    """
+    exporter = exporters.get(format_name, **(exporter_options or {}))
+    if isinstance(model, LoadedPipeline):
+        components = model.components
+    else:
+        components = {model.source.component or SINGLE_COMPONENT: model}
+    for component in components.values():
+        reason = exporter.unsupported_reason(component, precision=precision)
+        if reason:
+            raise ExportError(
+                reason, hint=f"choose another --precision or --target for {component.model_kind}."
+            )
+    prepare_output_dir(out_dir)
+    final_dir = out_dir / (name or _default_name(model, components, format_name, precision))
 
     with staging_dir(out_dir) as staging:
-        # 3. Export.
-        started = time.perf_counter()
-        try:
-            result = exporter.export(model, inputs, staging, precision=precision)
-        except EdgekitError:
-            raise
-        except Exception as exc:  # converters raise anything; the user gets one line, log the rest
-            log.debug("export failed", exc_info=True)
-            raise ExportError(
-                f"{format_name} export of {model.model_kind} failed: {_first_line(exc)}",
-                hint="run with --verbose for the converter's full trace.",
-            ) from exc
-        duration_s = time.perf_counter() - started
-
-        # 4. Verify on the host runtime, or (where none exists on this OS) the structure only.
-        verification = _verify(exporter, model, staging, inputs, reference, precision)
+        entries = [
+            _export_component(exporter, component_name, component, staging, precision)
+            for component_name, component in components.items()
+        ]
+        pipeline_info = None
+        if isinstance(model, LoadedPipeline):
+            model.write_assets(staging)
+            pipeline_info = model.info
+        statuses = {_STATUS[e.verification.status] for e in entries}
+        status = (
+            "failed"
+            if "failed" in statuses
+            else ("structure-only" if "structure-only" in statuses else "verified")
+        )
+        first = next(iter(components.values()))
         manifest = Manifest(
             name=final_dir.name,
             created_utc=now_utc(),
-            status=_STATUS[verification.status],
+            status=status,
             model_kind=model.model_kind,
             random_weights=model.source.random_weights,
             source=model.source,
             format=format_name,
             precision=precision,
-            model_file=exporter.model_file,
-            inputs=model.inputs,
-            outputs=model.outputs,
-            preprocessing=model.preprocessing,
-            labels=model.labels,
-            parameter_count=model.parameter_count,
+            profile=profile,
+            preprocessing=first.preprocessing,
+            labels=first.labels,
+            pipeline=pipeline_info,
+            components=entries,
             files=file_entries(staging),
-            export=ExportInfo(duration_s=round(duration_s, 2), details=result.details),
-            verification=verification,
             tool_versions=tool_versions(),
         )
         publish(staging, manifest, final_dir)
 
-    if verification.status == "failed":
+    if status == "failed":
+        failures = [f"{e.name}: {f}" for e in entries for f in e.verification.failures]
         raise VerificationError(
-            f"{final_dir.name} failed verification: {'; '.join(verification.failures)}. "
+            f"{final_dir.name} failed verification: {'; '.join(failures)}. "
             f"The artifact is kept, marked failed, at {final_dir}.",
             hint="report the model and versions; try another --target meanwhile.",
         )
     return final_dir, manifest
 
 
-_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
+def export_for_target(
+    model: LoadedModel | LoadedPipeline,
+    profile: TargetProfile,
+    out_dir: Path,
+    *,
+    precision: str | None = None,
+    name: str | None = None,
+) -> tuple[Path, Manifest]:
+    """`export_artifact` with a deployment target profile's format, precision and options."""
+    return export_artifact(
+        model,
+        profile.format,
+        out_dir,
+        precision=precision or profile.precision,
+        name=name,
+        exporter_options=profile.export,
+        profile=profile.model_dump(exclude_none=True),
+    )
+
+
+def _default_name(
+    model: LoadedModel | LoadedPipeline,
+    components: dict[str, LoadedModel],
+    format_name: str,
+    precision: str,
+) -> str:
+    source = model.source
+    base = source.path if source.is_preset else Path(source.path).name
+    # A pipeline artifact with only some components names them: sd-pipeline-unet-onnx-fp32.
+    available = source.options.get("available")
+    partial = isinstance(model, LoadedPipeline) and list(components) != available
+    suffix = "-".join(components) if partial else (source.component or "")
+    return artifact_name(base, format_name, precision, suffix)
+
+
+def _export_component(
+    exporter: exporters.Exporter,
+    component_name: str,
+    model: LoadedModel,
+    staging: Path,
+    precision: str,
+) -> ComponentManifest:
+    model_path = staging / exporters.model_file_name(exporter, component_name)
+    inputs = model.sample_inputs(VERIFY_SEED)
+    reference = model.run_torch(inputs)
+    check_reference(reference)
+
+    # 3. Export.
+    started = time.perf_counter()
+    try:
+        result = exporter.export(model, inputs, model_path, precision=precision)
+    except EdgekitError:
+        raise
+    except Exception as exc:  # converters raise anything; the user gets one line, log the rest
+        log.debug("export failed", exc_info=True)
+        raise ExportError(
+            f"{exporter.name} export of {model.model_kind} failed: {_first_line(exc)}",
+            hint="run with --verbose for the converter's full trace.",
+        ) from exc
+    duration_s = time.perf_counter() - started
+
+    # 4. Verify on the host runtime, or (where none exists on this OS) the structure only.
+    verification = _verify(exporter, model, model_path, inputs, reference, precision)
+    return ComponentManifest(
+        name=component_name,
+        model_kind=model.model_kind,
+        model_file=model_path.name,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        parameter_count=model.parameter_count,
+        source=model.source,
+        export=ExportInfo(duration_s=round(duration_s, 2), details=result.details),
+        verification=verification,
+    )
 
 
 def _verify(
     exporter: exporters.Exporter,
     model: LoadedModel,
-    artifact_dir: Path,
+    model_path: Path,
     inputs: dict,
     reference: dict,
     precision: str,
 ) -> Verification:
     no_runtime = exporter.host_runtime_unavailable_reason()
     if no_runtime:
-        structure = exporter.check_structure(artifact_dir, model, precision=precision)
+        structure = exporter.check_structure(model_path, model, precision=precision)
         verdict = "passed" if structure.passed else "FAILED"
         return Verification(
             status="not-checked" if structure.passed else "failed",
@@ -159,7 +241,7 @@ def _verify(
             structure=structure,
             message=f"Numerics NOT checked: {no_runtime} Structure check {verdict}.",
         )
-    runtime = exporter.runtime(artifact_dir, model.inputs, model.outputs)
+    runtime = exporter.runtime(model_path, model.inputs, model.outputs)
     actual = runtime(inputs)
     return compare_outputs(
         reference,

@@ -66,14 +66,18 @@ def sd_pipeline_folder(tmp_path_factory) -> Path:
     clip_tokenizer.write_tokenizer_files(folder / "tokenizer")
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG))
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline",
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-    }))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "scheduler": ["diffusers", "PNDMScheduler"],
+            }
+        )
+    )
     return folder
 
 
@@ -82,15 +86,25 @@ def artifacts_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
+def host_formats() -> list[str]:
+    """Formats whose runtime exists on this machine (Core ML runs on macOS only)."""
+    from edgekit import exporters
+
+    return [
+        f
+        for f in exporters.format_names()
+        if exporters.get(f).host_runtime_unavailable_reason() is None
+    ]
+
+
 @pytest.fixture(scope="session")
 def mobilevit_artifacts(artifacts_dir) -> dict[str, Path]:
-    """tiny-mobilevit exported once per session to every format, shared by later tests."""
+    """tiny-mobilevit exported once per session to every host-runnable format."""
     from edgekit import models
     from edgekit.export import export_artifact
-    from edgekit.exporters import format_names
 
     loaded = models.load("tiny-mobilevit")
-    return {f: export_artifact(loaded, f, artifacts_dir)[0] for f in format_names()}
+    return {f: export_artifact(loaded, f, artifacts_dir)[0] for f in host_formats()}
 
 
 # Tests that write broken manifests on purpose put them under a folder with this name.

@@ -77,7 +77,9 @@ def test_unknown_target(tmp_path):
     result = runner.invoke(
         app, ["export", "tiny-mobilevit", "--target", "tensorrt", "--out", str(tmp_path / "out")]
     )
-    _assert_one_clear_error(result, contains="Unknown format 'tensorrt'. Known: executorch, onnx.")
+    _assert_one_clear_error(
+        result, contains="Unknown target 'tensorrt'. Known: coreml, coreml-ios17,"
+    )
     assert not (tmp_path / "out").exists()
 
 

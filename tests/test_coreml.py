@@ -61,14 +61,17 @@ def test_mobilevit_is_structure_only_and_says_so(coreml_artifacts, precision):
     folder = coreml_artifacts[precision]
     manifest = read_manifest(folder)
     assert manifest.status == "structure-only" and manifest.format == "coreml"
-    verification = manifest.verification
+    verification = manifest.component().verification
     assert verification.numerics_checked is False and verification.status == "not-checked"
     assert verification.outputs == []
     assert NOT_CHECKED in verification.message
     assert verification.structure.passed and verification.structure.failures == []
-    assert manifest.model_file == "model.mlpackage" and (folder / "model.mlpackage").is_dir()
+    assert (
+        manifest.component().model_file == "model.mlpackage"
+        and (folder / "model.mlpackage").is_dir()
+    )
 
-    details = manifest.export.details
+    details = manifest.component().export.details
     assert details["minimum_deployment_target"] == "iOS17" and details["compute_units"] == "ALL"
     assert details["compute_precision"] == {"fp16": "FLOAT16", "fp32": "FLOAT32"}[precision]
     assert details["model_type"] == "mlProgram"
@@ -91,7 +94,7 @@ def test_structure_facts_hold_io_ops_and_weight_precision(
     coreml_artifacts, mobilevit, precision, weight_dtype
 ):
     check = CoreMLExporter().check_structure(
-        coreml_artifacts[precision], mobilevit, precision=precision
+        coreml_artifacts[precision] / "model.mlpackage", mobilevit, precision=precision
     )
     facts = check.facts
     assert check.passed, check.failures
@@ -122,13 +125,17 @@ def test_wrong_shape_fails_the_structure_check(coreml_artifacts, mobilevit):
         outputs=[altered],
         source=mobilevit.source,
     )
-    check = CoreMLExporter().check_structure(coreml_artifacts["fp32"], wrong, precision="fp32")
+    check = CoreMLExporter().check_structure(
+        coreml_artifacts["fp32"] / "model.mlpackage", wrong, precision="fp32"
+    )
     assert not check.passed
     assert check.failures == ["output 'logits' shape [1, 10] != model [1, 11]"]
 
 
 def test_fp32_weights_fail_an_fp16_check(coreml_artifacts, mobilevit):
-    check = CoreMLExporter().check_structure(coreml_artifacts["fp32"], mobilevit, precision="fp16")
+    check = CoreMLExporter().check_structure(
+        coreml_artifacts["fp32"] / "model.mlpackage", mobilevit, precision="fp16"
+    )
     assert not check.passed and len(check.failures) == 1
     large = check.facts["weight_precision"]["float32"]["large_tensors"]
     assert check.failures[0].startswith(
@@ -139,12 +146,16 @@ def test_fp32_weights_fail_an_fp16_check(coreml_artifacts, mobilevit):
 
 def test_deployment_target_is_checked(coreml_artifacts, mobilevit):
     exporter = CoreMLExporter(minimum_deployment_target="iOS18")
-    check = exporter.check_structure(coreml_artifacts["fp16"], mobilevit, precision="fp16")
+    check = exporter.check_structure(
+        coreml_artifacts["fp16"] / "model.mlpackage", mobilevit, precision="fp16"
+    )
     assert check.failures == ["specification version 8 != 9 (iOS18 was asked)"]
 
 
 def test_missing_package_is_a_failed_check_not_a_crash(tmp_path, mobilevit):
-    check = CoreMLExporter().check_structure(tmp_path, mobilevit, precision="fp16")
+    check = CoreMLExporter().check_structure(
+        tmp_path / "model.mlpackage", mobilevit, precision="fp16"
+    )
     assert not check.passed and check.failures[0].startswith("cannot read model.mlpackage")
 
 
@@ -179,14 +190,16 @@ def test_sd_unet_exports(tmp_path):
     unet = models.load("tiny-sd")
     folder, manifest = export_artifact(unet, "coreml", tmp_path, precision="fp16")
     assert manifest.status == "structure-only" and manifest.model_kind == "sd-unet"
-    facts = manifest.verification.structure.facts
+    facts = manifest.component().verification.structure.facts
     assert [i["name"] for i in facts["inputs"]] == ["sample", "timestep", "encoder_hidden_states"]
     assert facts["outputs"] == [{"name": "noise_pred", "shape": [1, 4, 16, 16], "dtype": "float32"}]
     assert facts["weight_precision"]["float16"]["large_tensors"] > 10
     # The timestep embedding keeps a couple of fp32 scalars; none of them is a real weight.
     assert facts["weight_precision"].get("float32", {}).get("large_tensors", 0) == 0
     assert {"conv", "linear", "softmax", "upsample_nearest_neighbor"} <= set(facts["op_histogram"])
-    assert (folder / "model.mlpackage" / "Manifest.json").is_file()
+    # The name apple's ml-stable-diffusion Swift package loads for the UNet.
+    assert manifest.component().model_file == "Unet.mlpackage"
+    assert (folder / "Unet.mlpackage" / "Manifest.json").is_file()
 
 
 @off_macos_only
@@ -208,7 +221,10 @@ def test_cli_export_says_numerics_were_not_checked(tmp_path):
     # rich wraps the line to the table's width; compare with whitespace collapsed.
     assert f"Numerics NOT checked: {NOT_CHECKED}" in " ".join(result.output.split())
     manifest = read_manifest(tmp_path / "tiny-mobilevit-coreml-fp16")
-    assert manifest.status == "structure-only" and not manifest.verification.numerics_checked
+    assert (
+        manifest.status == "structure-only"
+        and not manifest.component().verification.numerics_checked
+    )
 
 
 @pytest.mark.macos
@@ -217,12 +233,16 @@ def test_cli_export_says_numerics_were_not_checked(tmp_path):
 def test_numerics_match_pytorch_on_macos(coreml_artifacts, mobilevit, precision):
     folder = coreml_artifacts[precision]
     manifest = read_manifest(folder)
-    assert manifest.status == "verified" and manifest.verification.numerics_checked
-    logits = manifest.verification.outputs[0]
+    assert manifest.status == "verified" and manifest.component().verification.numerics_checked
+    logits = manifest.component().verification.outputs[0]
     assert logits.sqnr_db >= TOLERANCES[precision].min_sqnr_db
     # And again from the manifest alone, on inputs export never saw.
-    runtime = get("coreml").runtime(folder, manifest.inputs, manifest.outputs)
-    inputs = seeded_inputs(manifest.inputs, seed=42)
+    runtime = get("coreml").runtime(
+        folder / manifest.component().model_file,
+        manifest.component().inputs,
+        manifest.component().outputs,
+    )
+    inputs = seeded_inputs(manifest.component().inputs, seed=42)
     again = compare_outputs(
         mobilevit.run_torch(inputs),
         runtime(inputs),

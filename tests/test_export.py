@@ -13,23 +13,24 @@ from edgekit.artifact import hash_file, read_manifest
 from edgekit.cli import app
 from edgekit.errors import VerificationError
 from edgekit.export import export_artifact
-from edgekit.exporters import format_names, get
+from edgekit.exporters import get
 from edgekit.models.base import seeded_inputs
 from edgekit.validate import TOLERANCES
+from tests.conftest import host_formats
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("format_name", format_names())
+@pytest.mark.parametrize("format_name", host_formats())
 def test_mobilevit_artifact_is_verified_and_described(mobilevit_artifacts, format_name):
     folder = mobilevit_artifacts[format_name]
     manifest = read_manifest(folder)
     assert manifest.status == "verified" and manifest.format == format_name
     assert manifest.random_weights and manifest.source.is_preset
-    assert manifest.verification.numerics_checked
-    logits = manifest.verification.outputs[0]
+    assert manifest.component().verification.numerics_checked
+    logits = manifest.component().verification.outputs[0]
     assert logits.sqnr_db >= TOLERANCES["fp32"].min_sqnr_db and logits.top1_agreement == 1.0
-    assert [s.name for s in manifest.inputs] == ["pixel_values"]
+    assert [s.name for s in manifest.component().inputs] == ["pixel_values"]
     assert manifest.preprocessing.channel_order == "BGR" and len(manifest.labels) == 10
     for entry in manifest.files:
         assert hash_file(folder / entry.path) == entry.sha256
@@ -44,15 +45,20 @@ def test_artifact_runtime_reproduces_pytorch_independently(mobilevit_artifacts):
     reference = models.load("tiny-mobilevit")
     for format_name, folder in mobilevit_artifacts.items():
         manifest = read_manifest(folder)
-        runtime = get(format_name).runtime(folder, manifest.inputs, manifest.outputs, threads=1)
-        inputs = seeded_inputs(manifest.inputs, seed=42)
+        runtime = get(format_name).runtime(
+            folder / manifest.component().model_file,
+            manifest.component().inputs,
+            manifest.component().outputs,
+            threads=1,
+        )
+        inputs = seeded_inputs(manifest.component().inputs, seed=42)
         np.testing.assert_allclose(
             runtime(inputs)["logits"], reference.run_torch(inputs)["logits"], atol=1e-5
         )
 
 
 def test_executorch_reports_delegation(mobilevit_artifacts):
-    details = read_manifest(mobilevit_artifacts["executorch"]).export.details
+    details = read_manifest(mobilevit_artifacts["executorch"]).component().export.details
     assert details["backend"] == "xnnpack"
     assert details["delegated_ops"] > 0
     assert details["non_delegated_ops"] == sum(details["non_delegated_by_op"].values())
@@ -80,11 +86,16 @@ def test_cli_exports_sd_unet_from_pipeline_folder(sd_pipeline_folder, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    manifest = read_manifest(tmp_path / "sd-pipeline-unet-onnx-fp32")
-    assert manifest.model_kind == "sd-unet" and manifest.source.kind == "diffusers-folder"
-    assert not manifest.random_weights
-    assert [s.name for s in manifest.inputs] == ["sample", "timestep", "encoder_hidden_states"]
-    assert manifest.status == "verified"
+    folder = tmp_path / "sd-pipeline-unet-onnx-fp32"
+    manifest = read_manifest(folder)
+    assert manifest.model_kind == "sd-pipeline" and manifest.source.kind == "diffusers-folder"
+    assert not manifest.random_weights and manifest.status == "verified"
+    unet = manifest.component("unet")
+    assert [c.name for c in manifest.components] == ["unet"]
+    assert unet.model_kind == "sd-unet" and unet.model_file == "unet.onnx"
+    assert [s.name for s in unet.inputs] == ["sample", "timestep", "encoder_hidden_states"]
+    assert (folder / "unet.onnx").is_file() and (folder / "vocab.json").is_file()
+    assert manifest.pipeline.latent_height == 16 and manifest.pipeline.vae_scale_factor == 2
     assert "passed" in result.output
 
 
@@ -92,8 +103,8 @@ def test_sd_unet_to_executorch(tmp_path):
     loaded = models.load("tiny-sd")
     folder, manifest = export_artifact(loaded, "executorch", tmp_path)
     assert manifest.status == "verified"
-    assert manifest.verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
-    assert (folder / "model.pte").is_file()
+    assert manifest.component().verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
+    assert manifest.component().model_file == "unet.pte" and (folder / "unet.pte").is_file()
 
 
 def test_large_onnx_uses_external_data(tmp_path, monkeypatch):
@@ -102,7 +113,7 @@ def test_large_onnx_uses_external_data(tmp_path, monkeypatch):
     # Pretend the 2 GiB protobuf limit is tiny, so the external-data path runs on a small model.
     monkeypatch.setattr(onnx_exporter, "PROTOBUF_LIMIT_BYTES", 1024)
     folder, manifest = export_artifact(models.load("tiny-mobilevit"), "onnx", tmp_path)
-    assert manifest.export.details["external_data"] is True
+    assert manifest.component().export.details["external_data"] is True
     import onnx
 
     names = {f.path for f in manifest.files}
@@ -129,7 +140,7 @@ def test_failed_verification_exits_nonzero_and_marks_artifact(tmp_path, monkeypa
     assert result.exit_code == VerificationError.exit_code
     assert "failed verification" in result.output and "Traceback" not in result.output
     manifest = read_manifest(tmp_path / "tiny-mobilevit-onnx-fp32")
-    assert manifest.status == "failed" and manifest.verification.status == "failed"
+    assert manifest.status == "failed" and manifest.component().verification.status == "failed"
 
 
 def test_reexport_replaces_artifact_atomically(tmp_path):

@@ -42,8 +42,13 @@ def sd_unet_tflite(tmp_path_factory) -> Path:
 def _reproduces_pytorch(folder: Path, model_name: str):
     """Run the artifact from its manifest alone on SECOND_SEED inputs, compare with PyTorch."""
     manifest = read_manifest(folder)
-    runtime = get("tflite").runtime(folder, manifest.inputs, manifest.outputs, threads=1)
-    inputs = seeded_inputs(manifest.inputs, seed=SECOND_SEED)
+    runtime = get("tflite").runtime(
+        folder / manifest.component().model_file,
+        manifest.component().inputs,
+        manifest.component().outputs,
+        threads=1,
+    )
+    inputs = seeded_inputs(manifest.component().inputs, seed=SECOND_SEED)
     return compare_outputs(
         models.load(model_name).run_torch(inputs),
         runtime(inputs),
@@ -64,15 +69,18 @@ def test_mobilevit_tflite_is_verified(mobilevit_tflite):
     folder, _ = mobilevit_tflite
     manifest = read_manifest(folder)
     assert manifest.status == "verified" and manifest.format == "tflite"
-    assert manifest.model_file == "model.tflite" and manifest.verification.numerics_checked
-    assert manifest.verification.runtime.startswith("ai-edge-litert ")
-    logits = manifest.verification.outputs[0]
+    assert (
+        manifest.component().model_file == "model.tflite"
+        and manifest.component().verification.numerics_checked
+    )
+    assert manifest.component().verification.runtime.startswith("ai-edge-litert ")
+    logits = manifest.component().verification.outputs[0]
     assert logits.sqnr_db >= TOLERANCES["fp32"].min_sqnr_db and logits.top1_agreement == 1.0
 
 
 def test_tflite_details_describe_the_flatbuffer(mobilevit_tflite):
     folder, _ = mobilevit_tflite
-    details = read_manifest(folder).export.details
+    details = read_manifest(folder).component().export.details
     assert details["converter"] == "litert_torch.convert"
     assert details["flatbuffer_size_bytes"] == (folder / "model.tflite").stat().st_size
     assert details["op_count"] == sum(details["op_histogram"].values()) > 0
@@ -88,8 +96,12 @@ def test_mobilevit_tflite_reproduces_pytorch_on_new_inputs(mobilevit_tflite):
 def test_sd_unet_tflite_is_verified(sd_unet_tflite):
     manifest = read_manifest(sd_unet_tflite)
     assert manifest.status == "verified" and manifest.model_kind == "sd-unet"
-    assert [s.name for s in manifest.inputs] == ["sample", "timestep", "encoder_hidden_states"]
-    assert manifest.verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
+    assert [s.name for s in manifest.component().inputs] == [
+        "sample",
+        "timestep",
+        "encoder_hidden_states",
+    ]
+    assert manifest.component().verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
 
 
 def test_sd_unet_tflite_reproduces_pytorch_on_new_inputs(sd_unet_tflite):
@@ -100,9 +112,11 @@ def test_sd_unet_tflite_reproduces_pytorch_on_new_inputs(sd_unet_tflite):
 def test_runtime_refuses_inputs_in_another_order(sd_unet_tflite):
     """Inputs map to args_0..args_N by position; a manifest in another order must not run."""
     manifest = read_manifest(sd_unet_tflite)
-    swapped = list(reversed(manifest.inputs))
+    swapped = list(reversed(manifest.component().inputs))
     with pytest.raises(ArtifactError, match="signature order"):
-        get("tflite").runtime(sd_unet_tflite, swapped, manifest.outputs)
+        get("tflite").runtime(
+            sd_unet_tflite / manifest.component().model_file, swapped, manifest.component().outputs
+        )
 
 
 def test_model_over_flatbuffer_limit_is_refused_before_converting(tmp_path, monkeypatch):

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__, exporters
-from edgekit.artifact import Manifest, now_utc, read_manifest
+from edgekit.artifact import ComponentManifest, Manifest, now_utc, read_manifest
 from edgekit.bench.schema import BenchReport, BenchResult, MachineInfo
 from edgekit.bench.timing import TimingSettings, summarize
 from edgekit.errors import EdgekitError
+
+_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
 
 
 class BenchError(EdgekitError):
@@ -31,15 +33,24 @@ class BenchError(EdgekitError):
 
 @dataclass
 class _Variant:
+    """One thing to time: a component of an artifact, or the PyTorch module it came from."""
+
     kind: str  # "artifact" or "pytorch"
     artifact: Path
     manifest: Manifest
+    component: ComponentManifest
 
     @property
     def name(self) -> str:
+        suffix = "" if self.component.name == "model" else f"/{self.component.name}"
         if self.kind == "pytorch":
-            return f"pytorch-eager:{Path(self.manifest.source.path).name}"
-        return self.manifest.name
+            return f"pytorch-eager:{Path(self.manifest.source.path).name}{suffix}"
+        return f"{self.manifest.name}{suffix}"
+
+    @property
+    def source_key(self) -> str:
+        source = self.component.source
+        return source.sha256 + json.dumps(source.options, sort_keys=True)
 
 
 def machine_info() -> MachineInfo:
@@ -84,12 +95,17 @@ def run_bench(
         else:
             runnable.append((path, manifest))
     manifests = runnable
-    variants = [_Variant("artifact", path, manifest) for path, manifest in manifests]
+    variants = [
+        _Variant("artifact", path, manifest, component)
+        for path, manifest in manifests
+        for component in manifest.components
+    ]
     baselines: dict[str, _Variant] = {}
     if pytorch_baseline:
-        for path, manifest in manifests:
-            key = manifest.source.sha256 + json.dumps(manifest.source.options, sort_keys=True)
-            baselines.setdefault(key, _Variant("pytorch", path, manifest))
+        for v in variants:
+            baselines.setdefault(
+                v.source_key, _Variant("pytorch", v.artifact, v.manifest, v.component)
+            )
     everything = list(baselines.values()) + variants
 
     samples: dict[int, list[dict[str, Any]]] = {id(v): [] for v in everything}
@@ -105,15 +121,12 @@ def run_bench(
                     raise
                 # A missing or changed source only costs the baseline row, not the bench.
                 failed.add(id(variant))
-                notes.append(f"No PyTorch baseline for {variant.manifest.name}: {exc.message}")
+                notes.append(f"No PyTorch baseline for {variant.name}: {exc.message}")
 
     baseline_of = {
-        id(v): b
-        for b in baselines.values()
-        if id(b) not in failed
+        id(v): baselines[v.source_key]
         for v in variants
-        if v.manifest.source.sha256 == b.manifest.source.sha256
-        and v.manifest.source.options == b.manifest.source.options
+        if v.source_key in baselines and id(baselines[v.source_key]) not in failed
     }
     results = []
     for variant in everything:
@@ -143,6 +156,7 @@ def _run_worker(variant: _Variant, threads: int, timing: TimingSettings) -> dict
     request = {
         "kind": variant.kind,
         "artifact": str(variant.artifact),
+        "component": variant.component.name,
         "threads": threads,
         "timing": asdict(timing),
     }
@@ -176,7 +190,7 @@ def _aggregate(
     timing: TimingSettings,
     baseline_rounds: list[dict[str, Any]] | None,
 ) -> BenchResult:
-    manifest = variant.manifest
+    manifest, component = variant.manifest, variant.component
     all_samples = [s for r in rounds for s in r["samples_ms"]]
     round_medians = [statistics.median(r["samples_ms"]) for r in rounds]
     speedup = None
@@ -188,14 +202,14 @@ def _aggregate(
         speedup = statistics.median(ratios)
     is_artifact = variant.kind == "artifact"
     worst = min(
-        (o.sqnr_db for o in manifest.verification.outputs if o.sqnr_db is not None), default=None
+        (o.sqnr_db for o in component.verification.outputs if o.sqnr_db is not None), default=None
     )
     return BenchResult(
         name=variant.name,
         format=manifest.format if is_artifact else "pytorch",
         runtime=rounds[0]["runtime"],
         artifact=str(variant.artifact) if is_artifact else None,
-        model_kind=manifest.model_kind,
+        model_kind=component.model_kind,
         precision=manifest.precision if is_artifact else "fp32",
         random_weights=manifest.random_weights,
         threads=threads,
@@ -208,6 +222,6 @@ def _aggregate(
         peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds),
         rss_before_load_bytes=min(r["rss_before_load_bytes"] for r in rounds),
         speedup_vs_pytorch=speedup,
-        verification_status=manifest.status if is_artifact else None,
+        verification_status=_STATUS[component.verification.status] if is_artifact else None,
         worst_sqnr_db=worst if is_artifact else None,
     )

@@ -25,9 +25,10 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
 
     artifact = Path(request["artifact"])
     manifest = read_manifest(artifact)
+    component = manifest.component(request["component"])
     threads = int(request["threads"])
     settings = TimingSettings(**request["timing"])
-    inputs = seeded_inputs(manifest.inputs, request.get("seed", 0))
+    inputs = seeded_inputs(component.inputs, request.get("seed", 0))
 
     if request["kind"] == "pytorch":
         import torch
@@ -39,7 +40,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         holder: dict[str, Any] = {}
 
         def load_torch():
-            model = _load_source(manifest)
+            model = _load_source(component)
             holder["model"] = model
             return model.run_torch
 
@@ -56,16 +57,20 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     exporter = exporters.get(manifest.format)
     _import_all(exporter.runtime_modules)
     runtimes: list[Any] = []
+    model_path = artifact / component.model_file
 
     def load_artifact():
-        runtime = exporter.runtime(artifact, manifest.inputs, manifest.outputs, threads=threads)
+        runtime = exporter.runtime(model_path, component.inputs, component.outputs, threads=threads)
         runtimes.append(runtime)
         return runtime
 
     timing = time_model(load_artifact, inputs, settings)
     return {
         "runtime": f"{runtimes[0].name} {runtimes[0].version}",
-        "model_size_bytes": sum(f.size_bytes for f in manifest.files),
+        # The model file and its side files (ONNX external data, .mlpackage contents).
+        "model_size_bytes": sum(
+            f.size_bytes for f in manifest.files if f.path.startswith(component.model_file)
+        ),
         **timing.__dict__,
     }
 
@@ -77,15 +82,14 @@ def _import_all(modules) -> None:
         importlib.import_module(name)
 
 
-def _load_source(manifest):
-    """Rebuild the PyTorch model the artifact came from, and check it is the same one."""
+def _load_source(component):
+    """Rebuild the PyTorch model the component came from, and check it is the same one."""
     from edgekit import models
 
-    options = dict(manifest.source.options)
-    model = models.load(manifest.source.path, **options)
-    if model.source.sha256 != manifest.source.sha256:
+    model = models.load(component.source.path, **component.source.options)
+    if model.source.sha256 != component.source.sha256:
         raise SourceError(
-            f"The source at {manifest.source.path} changed since the artifact was exported "
+            f"The source at {component.source.path} changed since the artifact was exported "
             "(sha256 differs), so it is no baseline for it.",
             hint="re-export, or bench without --pytorch.",
         )

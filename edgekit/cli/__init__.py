@@ -11,6 +11,7 @@ import typer
 from edgekit import __version__
 from edgekit.cli import bench as bench_cmd
 from edgekit.cli import export as export_cmd
+from edgekit.cli import generate as generate_cmd
 from edgekit.cli import quickstart as quickstart_cmd
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
+app.command("generate")(generate_cmd.generate)
 app.command("quickstart")(quickstart_cmd.quickstart)
 
 

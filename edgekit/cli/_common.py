@@ -41,7 +41,9 @@ def configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
         logging.getLogger("edgekit").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore")
+        # transformers and diffusers reset their loggers' levels on first use from these.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
 def fail(exc: EdgekitError) -> None:

@@ -14,69 +14,115 @@ from edgekit.exporters import format_names
 def export(
     model: str = typer.Argument(
         ...,
-        help="A preset name (e.g. mobilevit-small, tiny-sd), a Hugging Face MobileViT folder, "
-        "or a diffusers pipeline / UNet folder.",
+        help="A preset (mobilevit-small, mobilevit-x-small, mobilevit-xx-small, tiny-mobilevit, "
+        "sd15, sd15-unet, tiny-sd), a Hugging Face MobileViT folder, or a diffusers pipeline / "
+        "UNet folder.",
     ),
     target: str = typer.Option(
-        ..., "--target", "-t", help=f"Output format: {', '.join(format_names())}."
+        ...,
+        "--target",
+        "-t",
+        help=f"A format ({', '.join(format_names())}: its default profile), a built-in profile "
+        "(coreml-ios17, tflite-android, executorch-xnnpack, onnx-cpu) or a profile .toml path.",
     ),
     out: Path = typer.Option(
         Path("artifacts"), "--out", "-o", help="Folder the artifact goes into."
     ),
-    component: str | None = typer.Option(None, help="Stable Diffusion component to export: unet."),
+    component: list[str] = typer.Option(
+        None,
+        "--component",
+        "-c",
+        help="Stable Diffusion: export only these (text-encoder, unet, vae-decoder; repeatable). "
+        "Default: every component the source has, plus tokenizer and scheduler files.",
+    ),
     height: int | None = typer.Option(None, help="Stable Diffusion image height in pixels."),
     width: int | None = typer.Option(None, help="Stable Diffusion image width in pixels."),
-    batch_size: int = typer.Option(1, help="Static batch size of the exported model."),
-    precision: str = typer.Option("fp32", help="Weight/compute precision: fp32."),
+    batch_size: int = typer.Option(1, help="Static batch size (MobileViT)."),
+    precision: str | None = typer.Option(
+        None, help="fp32 or fp16 (Core ML). Default: the target profile's precision."
+    ),
     name: str | None = typer.Option(None, help="Artifact folder name (default: derived)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show converter logs and traces."),
 ) -> None:
     """Export MODEL to --target, verify it against PyTorch, write an artifact folder."""
     configure_logging(verbose)
     with Guard():
-        from edgekit import exporters, models
-        from edgekit.export import export_artifact
+        from edgekit import models, profiles
+        from edgekit.export import export_for_target
 
-        exporters.get(target)  # an unknown target fails before a slow model load
+        profile = profiles.resolve(target)  # a bad target fails before a slow model load
         with console.status(f"Loading {model} ..."):
-            loaded = models.load(
-                model, component=component, height=height, width=width, batch_size=batch_size
-            )
+            if models.is_stable_diffusion(model):
+                if batch_size != 1:
+                    raise profiles.ProfileError(
+                        "Stable Diffusion components are exported with batch size 1.",
+                        hint="drop --batch-size; guidance runs the UNet twice per step.",
+                    )
+                loaded = models.load_pipeline(
+                    model, components=component or None, height=height, width=width
+                )
+            else:
+                loaded = models.load(
+                    model,
+                    component=component[0] if component else None,
+                    height=height,
+                    width=width,
+                    batch_size=batch_size,
+                )
         if loaded.source.random_weights:
             console.print(
-                f"[yellow]{model} is a preset with RANDOM weights[/yellow] "
-                "(real architecture, seeded init): use it to test the path, not results."
+                f"[yellow]{model} is a preset with RANDOM weights[/yellow] (real architecture, "
+                "seeded init): use it to test the path, not results."
             )
-        with console.status(f"Exporting to {target} and verifying ..."):
-            path, manifest = export_artifact(loaded, target, out, precision=precision, name=name)
+        with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
+            path, manifest = export_for_target(loaded, profile, out, precision=precision, name=name)
         print_manifest_summary(path, manifest)
 
 
 def print_manifest_summary(path: Path, manifest) -> None:
     size = sum(f.size_bytes for f in manifest.files)
+    seconds = sum(c.export.duration_s for c in manifest.components)
+    profile = f", profile {manifest.profile['name']}" if manifest.profile else ""
     console.print(
-        f"[green]✓[/green] {manifest.format} artifact at [bold]{path}[/bold] "
-        f"({size / 2**20:.1f} MiB, exported in {manifest.export.duration_s:.1f} s)"
+        f"[green]✓[/green] {manifest.format} artifact ({manifest.precision}{profile}) at "
+        f"[bold]{path}[/bold] ({size / 2**20:.1f} MiB, exported in {seconds:.1f} s)"
     )
-    table = Table(title=manifest.verification.message, title_justify="left")
-    for column in ["output", "shape", "SQNR dB", "cosine", "max abs diff", "top-1", "status"]:
-        table.add_column(column)
-    for o in manifest.verification.outputs:
-        table.add_row(
-            o.name,
-            "x".join(map(str, o.shape)),
-            f"{o.sqnr_db:.1f}" if o.sqnr_db is not None else "-",
-            f"{o.cosine:.6f}" if o.cosine is not None else "-",
-            f"{o.max_abs_diff:.2e}" if o.max_abs_diff is not None else "-",
-            f"{o.top1_agreement:.0%}" if o.top1_agreement is not None else "-",
-            "[green]pass[/green]" if o.passed else f"[red]{'; '.join(o.failures)}[/red]",
-        )
-    console.print(table)
-    details = manifest.export.details
-    if "delegated_ops" in details:
-        not_delegated = details["non_delegated_by_op"] or "none"
-        console.print(
-            f"XNNPACK delegated {details['delegated_ops']} ops in "
-            f"{details['delegated_subgraphs']} subgraphs; not delegated "
-            f"({details['non_delegated_ops']}): {not_delegated}"
-        )
+    for component in manifest.components:
+        verification = component.verification
+        label = "" if component.name == "model" else f"{component.name}: "
+        if not verification.numerics_checked:
+            color = "yellow" if verification.status == "not-checked" else "red"
+            console.print(f"[{color}]{label}{verification.message}[/{color}]")
+            if verification.structure:
+                facts = verification.structure.facts
+                ops = sum(facts.get("op_histogram", {}).values())
+                weights = ", ".join(
+                    f"{dtype}: {count.get('tensors', '?')} tensors"
+                    for dtype, count in facts.get("weight_precision", {}).items()
+                    if isinstance(count, dict)
+                )
+                console.print(f"  structure: {ops} ops; weights {weights or 'n/a'}")
+                for failure in verification.structure.failures:
+                    console.print(f"  [red]{failure}[/red]")
+            continue
+        table = Table(title=f"{label}{verification.message}", title_justify="left")
+        for column in ["output", "shape", "SQNR dB", "cosine", "max abs diff", "top-1", "status"]:
+            table.add_column(column)
+        for o in verification.outputs:
+            table.add_row(
+                o.name,
+                "x".join(map(str, o.shape)),
+                f"{o.sqnr_db:.1f}" if o.sqnr_db is not None else "-",
+                f"{o.cosine:.6f}" if o.cosine is not None else "-",
+                f"{o.max_abs_diff:.2e}" if o.max_abs_diff is not None else "-",
+                f"{o.top1_agreement:.0%}" if o.top1_agreement is not None else "-",
+                "[green]pass[/green]" if o.passed else f"[red]{'; '.join(o.failures)}[/red]",
+            )
+        console.print(table)
+        details = component.export.details
+        if "delegated_ops" in details:
+            console.print(
+                f"{label}XNNPACK delegated {details['delegated_ops']} ops in "
+                f"{details['delegated_subgraphs']} subgraphs; not delegated "
+                f"({details['non_delegated_ops']}): {details['non_delegated_by_op'] or 'none'}"
+            )

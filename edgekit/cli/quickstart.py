@@ -27,12 +27,13 @@ def quickstart(
     """Export a MobileViT preset to every format, verify, benchmark, and write a report."""
     configure_logging(verbose)
     with Guard():
-        from edgekit import models
+        from edgekit import models, profiles
+        from edgekit.artifact import write_text_atomic
         from edgekit.bench import TimingSettings, run_bench
         from edgekit.bench.report import markdown
         from edgekit.cli.bench import render_report, write_reports
         from edgekit.cli.export import print_manifest_summary
-        from edgekit.export import export_artifact
+        from edgekit.export import export_for_target
         from edgekit.quickstart import check_preset, quickstart_report_intro
 
         check_preset(preset)
@@ -46,8 +47,9 @@ def quickstart(
             loaded = models.load(preset)
         artifacts = []
         for format_name in format_names():
-            with console.status(f"Exporting to {format_name} and verifying ..."):
-                path, manifest = export_artifact(loaded, format_name, out)
+            profile = profiles.resolve(format_name)
+            with console.status(f"Exporting to {format_name} ({profile.name}) and verifying ..."):
+                path, manifest = export_for_target(loaded, profile, out)
             print_manifest_summary(path, manifest)
             artifacts.append(path)
         del loaded
@@ -61,8 +63,6 @@ def quickstart(
         render_report(report)
         report_md = out / "report.md"
         write_reports(report, json_out=out / "bench.json", markdown_out=None)
-        from edgekit.artifact import write_text_atomic
-
         write_text_atomic(
             report_md,
             quickstart_report_intro(preset, artifacts) + markdown(report, title="Benchmark"),

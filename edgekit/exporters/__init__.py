@@ -50,8 +50,9 @@ class Runtime(Protocol):
 
 class Exporter(Protocol):
     name: str
-    # The model file inside the artifact folder; demo apps read it from the manifest.
-    model_file: str
+    # Extension of the model file (or package folder); demo apps read file names from the
+    # manifest. An exporter may also define `component_file_names` (component -> file name).
+    file_suffix: str
     # Python modules the runtime needs; bench imports them before timing the load, so load
     # time measures the model, not a one-off library import.
     runtime_modules: tuple[str, ...]
@@ -63,7 +64,7 @@ class Exporter(Protocol):
         self,
         model: LoadedModel,
         sample_inputs: dict[str, np.ndarray],
-        out_dir: Path,
+        model_path: Path,
         *,
         precision: str,
     ) -> ExportResult: ...
@@ -72,13 +73,13 @@ class Exporter(Protocol):
         """Why artifacts of this format cannot run on this machine (Core ML off macOS), or None."""
 
     def check_structure(
-        self, artifact_dir: Path, model: LoadedModel, *, precision: str
+        self, model_path: Path, model: LoadedModel, *, precision: str
     ) -> StructureCheck:
         """Without a runtime: IO names/shapes/dtypes vs the model, op histogram, weight dtypes."""
 
     def runtime(
         self,
-        artifact_dir: Path,
+        model_path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
@@ -86,11 +87,23 @@ class Exporter(Protocol):
     ) -> Runtime: ...
 
 
-def get(name: str) -> Exporter:
+def model_file_name(exporter: Exporter, component: str) -> str:
+    """File name of one component inside the artifact: `model.onnx` for single-model artifacts,
+    `unet.onnx` etc. for pipelines, unless the format has names its apps expect."""
+    special = getattr(exporter, "component_file_names", {})
+    return special.get(component, f"{component}{exporter.file_suffix}")
+
+
+def exporter_class(name: str) -> type:
     target = _REGISTRY.get(name)
     if target is None:
         raise UnknownChoiceError(
             "format", name, format_names(), hint="pass --target with one of the known formats."
         )
     module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get(name: str, **options: Any) -> Exporter:
+    """The exporter for format `name`; `options` go to its constructor (from target profiles)."""
+    return exporter_class(name)(**options)

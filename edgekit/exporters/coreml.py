@@ -69,7 +69,14 @@ class NoHostRuntimeError(EdgekitError):
 class CoreMLExporter:
     name = "coreml"
     runtime_modules = ("coremltools",)
-    model_file = "model.mlpackage"  # a folder; manifest file entries list what is inside it
+    file_suffix = ".mlpackage"  # a folder; manifest file entries list what is inside it
+    # apple/ml-stable-diffusion's Swift package loads these resource names (after compiling the
+    # packages to .mlmodelc with `xcrun coremlcompiler compile`), beside vocab.json/merges.txt.
+    component_file_names = {
+        "text-encoder": "TextEncoder.mlpackage",
+        "unet": "Unet.mlpackage",
+        "vae-decoder": "VAEDecoder.mlpackage",
+    }
 
     def __init__(
         self,
@@ -112,7 +119,7 @@ class CoreMLExporter:
         self,
         model: LoadedModel,
         sample_inputs: dict[str, np.ndarray],
-        out_dir: Path,
+        model_path: Path,
         *,
         precision: str,
     ) -> ExportResult:
@@ -125,6 +132,7 @@ class CoreMLExporter:
         # 1. ATen-dialect program: what coremltools' torch.export frontend accepts.
         args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
         program = torch.export.export(model.module, args, strict=False).run_decompositions({})
+        removed_aliases = _drop_aliases(program)
 
         # 2. Convert. IO dtypes are pinned to the TensorSpecs: with fp16 compute and iOS16+,
         # coremltools would otherwise make the outputs fp16, unlike what the manifest promises.
@@ -148,7 +156,6 @@ class CoreMLExporter:
             )
 
         # 3. Save, and make the package readable by others like every other artifact file.
-        model_path = out_dir / self.model_file
         mlmodel.save(str(model_path))
         _drop_empty_debug_mapping(model_path)
         _make_shareable(model_path)
@@ -158,6 +165,7 @@ class CoreMLExporter:
             files=sorted(p for p in model_path.rglob("*") if p.is_file()),
             details={
                 "converter": CONVERTER,
+                "aliases_removed": removed_aliases,
                 "coremltools": ct.__version__,
                 "model_type": spec.WhichOneof("Type"),
                 "minimum_deployment_target": self.minimum_deployment_target,
@@ -173,19 +181,18 @@ class CoreMLExporter:
         return None if system == CORE_ML_HOST else NOT_COMPARED.format(system=system)
 
     def check_structure(
-        self, artifact_dir: Path, model: LoadedModel, *, precision: str
+        self, model_path: Path, model: LoadedModel, *, precision: str
     ) -> StructureCheck:
         """Read the package's spec (no weights, no runtime) and compare it with the model."""
         from edgekit.validate import StructureCheck
 
         ct = _coremltools()
-        model_path = artifact_dir / self.model_file
         try:
             spec = ct.utils.load_spec(str(model_path))
         except Exception as exc:  # a missing or corrupt package is a failed check, not a crash
             log.debug("cannot read %s", model_path, exc_info=True)
             return StructureCheck(
-                passed=False, failures=[f"cannot read {self.model_file}: {exc}".strip()]
+                passed=False, failures=[f"cannot read {model_path.name}: {exc}".strip()]
             )
 
         failures: list[str] = []
@@ -224,7 +231,7 @@ class CoreMLExporter:
 
     def runtime(
         self,
-        artifact_dir: Path,
+        model_path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
@@ -239,9 +246,7 @@ class CoreMLExporter:
         if threads:
             # Core ML schedules its own threads and processors; there is no knob for it.
             log.debug("Core ML ignores threads=%d", threads)
-        return CoreMLRuntime(
-            artifact_dir / self.model_file, outputs, compute_units=self.compute_units
-        )
+        return CoreMLRuntime(model_path, outputs, compute_units=self.compute_units)
 
 
 class CoreMLRuntime:
@@ -307,6 +312,25 @@ def _quiet_progress_bars(*, enabled: bool) -> Iterator[None]:
         return
     with contextlib.redirect_stderr(io.StringIO()):
         yield
+
+
+def _drop_aliases(program: Any) -> int:
+    """Replace `aten.alias` nodes by their input; returns how many there were.
+
+    coremltools 9 has no converter for aten.alias (apple/coremltools#2517, open). CLIP's text
+    model produces one from slicing its position-id buffer; in an inference graph an alias is
+    the identity, so bypassing it changes nothing numerically.
+    """
+    import torch
+
+    graph = program.graph_module.graph
+    aliases = [n for n in graph.nodes if n.target is torch.ops.aten.alias.default]
+    for node in aliases:
+        node.replace_all_uses_with(node.args[0])
+        graph.erase_node(node)
+    if aliases:
+        program.graph_module.recompile()
+    return len(aliases)
 
 
 def _drop_empty_debug_mapping(package: Path) -> None:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class ExecuTorchExporter:
     name = "executorch"
     runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
-    model_file = "model.pte"
+    file_suffix = ".pte"
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
         if precision != "fp32":
@@ -35,7 +35,7 @@ class ExecuTorchExporter:
         self,
         model: LoadedModel,
         sample_inputs: dict[str, np.ndarray],
-        out_dir: Path,
+        model_path: Path,
         *,
         precision: str,
     ) -> ExportResult:
@@ -48,7 +48,6 @@ class ExecuTorchExporter:
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         delegation = _delegation_summary(edge.exported_program().graph_module)
         program = edge.to_executorch()
-        model_path = out_dir / self.model_file
         model_path.write_bytes(program.buffer)
         log.info(
             "XNNPACK took %d of %d ops; not delegated: %s",
@@ -61,18 +60,18 @@ class ExecuTorchExporter:
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS
 
-    def check_structure(self, artifact_dir: Path, model: LoadedModel, *, precision: str):
+    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
         raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,
-        artifact_dir: Path,
+        model_path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
         threads: int | None = None,
     ) -> ExecuTorchRuntime:
-        return ExecuTorchRuntime(artifact_dir / self.model_file, inputs, outputs, threads=threads)
+        return ExecuTorchRuntime(model_path, inputs, outputs, threads=threads)
 
 
 def _delegation_summary(graph_module: Any) -> dict[str, Any]:

@@ -23,13 +23,12 @@ log = logging.getLogger(__name__)
 OPSET_VERSION = 18
 # Protobuf cannot serialise a message over 2 GiB: bigger models keep weights in a side file.
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
-EXTERNAL_DATA_FILE = "model.onnx.data"
 
 
 class OnnxExporter:
     name = "onnx"
     runtime_modules = ("onnxruntime",)
-    model_file = "model.onnx"
+    file_suffix = ".onnx"
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
         if precision != "fp32":
@@ -40,7 +39,7 @@ class OnnxExporter:
         self,
         model: LoadedModel,
         sample_inputs: dict[str, np.ndarray],
-        out_dir: Path,
+        model_path: Path,
         *,
         precision: str,
     ) -> ExportResult:
@@ -63,11 +62,10 @@ class OnnxExporter:
         )
         weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
         external = weight_bytes >= PROTOBUF_LIMIT_BYTES
-        model_path = out_dir / self.model_file
         program.save(str(model_path), external_data=external)
         files = [model_path]
         if external:
-            files.extend(p for p in out_dir.iterdir() if p != model_path)
+            files.append(model_path.with_name(model_path.name + ".data"))
         node_count = len(program.model.graph)
         return ExportResult(
             files=files,
@@ -82,18 +80,18 @@ class OnnxExporter:
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS
 
-    def check_structure(self, artifact_dir: Path, model: LoadedModel, *, precision: str):
+    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
         raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,
-        artifact_dir: Path,
+        model_path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
         threads: int | None = None,
     ) -> OnnxRuntime:
-        return OnnxRuntime(artifact_dir / self.model_file, threads=threads)
+        return OnnxRuntime(model_path, threads=threads)
 
 
 class OnnxRuntime:

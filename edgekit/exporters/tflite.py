@@ -44,7 +44,7 @@ _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 class TFLiteExporter:
     name = "tflite"
     runtime_modules = ("ai_edge_litert.interpreter",)
-    model_file = "model.tflite"
+    file_suffix = ".tflite"
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
         if precision != "fp32":
@@ -55,7 +55,7 @@ class TFLiteExporter:
         self,
         model: LoadedModel,
         sample_inputs: dict[str, np.ndarray],
-        out_dir: Path,
+        model_path: Path,
         *,
         precision: str,
     ) -> ExportResult:
@@ -73,7 +73,6 @@ class TFLiteExporter:
             import litert_torch
 
             edge_model = litert_torch.convert(model.module, args)
-            model_path = out_dir / self.model_file
             edge_model.export(str(model_path))
 
         # 3. Describe what was written.
@@ -105,18 +104,18 @@ class TFLiteExporter:
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # ai-edge-litert is a pip dependency on Linux and macOS
 
-    def check_structure(self, artifact_dir: Path, model: LoadedModel, *, precision: str):
+    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
         raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,
-        artifact_dir: Path,
+        model_path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
         threads: int | None = None,
     ) -> TFLiteRuntime:
-        return TFLiteRuntime(artifact_dir / self.model_file, inputs, outputs, threads=threads)
+        return TFLiteRuntime(model_path, inputs, outputs, threads=threads)
 
 
 def fp32_weight_bytes(module: torch.nn.Module) -> int:

@@ -63,15 +63,31 @@ def write_tokenizer_files(folder: Path) -> list[Path]:
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     # SD 1.x pads with the end token, to the 77 positions CLIP was trained with.
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MAX_LENGTH,
-        "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS,
-        "do_lower_case": True,
-    }, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS,
-    }, indent=2))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": MAX_LENGTH,
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "unk_token": EOS,
+                "pad_token": EOS,
+                "do_lower_case": True,
+            },
+            indent=2,
+        )
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "unk_token": EOS,
+                "pad_token": EOS,
+            },
+            indent=2,
+        )
+    )
     return [folder / name for name in TOKENIZER_FILES]
 
 

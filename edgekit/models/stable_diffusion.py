@@ -217,8 +217,15 @@ class _PresetSource:
         return reinitialize(module, seed=PRESET_SEED), digest
 
     def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
-        return SourceInfo(kind="preset", path=self.name, sha256=sha256, is_preset=True,
-                          random_weights=True, component=component, options=options)
+        return SourceInfo(
+            kind="preset",
+            path=self.name,
+            sha256=sha256,
+            is_preset=True,
+            random_weights=True,
+            component=component,
+            options=options,
+        )
 
     def write_assets(self, folder: Path) -> list[Path]:
         files = clip_tokenizer.write_tokenizer_files(folder)
@@ -277,9 +284,15 @@ class _FolderSource:
         return module.eval(), digest
 
     def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
-        return SourceInfo(kind="diffusers-folder", path=str(self.path.resolve()), sha256=sha256,
-                          is_preset=False, random_weights=False, component=component,
-                          options=options)
+        return SourceInfo(
+            kind="diffusers-folder",
+            path=str(self.path.resolve()),
+            sha256=sha256,
+            is_preset=False,
+            random_weights=False,
+            component=component,
+            options=options,
+        )
 
     def write_assets(self, folder: Path) -> list[Path]:
         written = []
@@ -347,7 +360,12 @@ def load_pipeline(
         info = src.source_info(component, digest, options)
         loaded[component] = _wrap(component, module, shapes, info, 1)
     pipeline_digest = sha256_of_text("".join(m.source.sha256 for m in loaded.values()))
-    options = {"components": list(loaded), "height": height, "width": width}
+    options = {
+        "components": list(loaded),
+        "available": src.available(),
+        "height": height,
+        "width": width,
+    }
     return LoadedPipeline(
         components=loaded,
         source=src.source_info(None, pipeline_digest, options),
@@ -413,10 +431,21 @@ def _wrap(
         return LoadedModel(
             module=TextEncoder(module).eval(),
             model_kind="sd-text-encoder",
-            inputs=[TensorSpec(name="input_ids", shape=[batch, TEXT_SEQUENCE_LENGTH],
-                               dtype="int32", value_range=[0.0, module.config.vocab_size - 1.0])],
-            outputs=[TensorSpec(name="last_hidden_state",
-                                shape=[batch, TEXT_SEQUENCE_LENGTH, hidden], dtype="float32")],
+            inputs=[
+                TensorSpec(
+                    name="input_ids",
+                    shape=[batch, TEXT_SEQUENCE_LENGTH],
+                    dtype="int32",
+                    value_range=[0.0, module.config.vocab_size - 1.0],
+                )
+            ],
+            outputs=[
+                TensorSpec(
+                    name="last_hidden_state",
+                    shape=[batch, TEXT_SEQUENCE_LENGTH, hidden],
+                    dtype="float32",
+                )
+            ],
             source=source,
         )
     if component == "unet":
@@ -426,11 +455,15 @@ def _wrap(
             inputs=[
                 # Latents are roughly unit-variance; timesteps span the 1000-step schedule.
                 TensorSpec(name="sample", shape=latent, dtype="float32", value_range=[-2.0, 2.0]),
-                TensorSpec(name="timestep", shape=[batch], dtype="float32",
-                           value_range=[1.0, 999.0]),
-                TensorSpec(name="encoder_hidden_states",
-                           shape=[batch, TEXT_SEQUENCE_LENGTH, shapes.cross_attention_dim],
-                           dtype="float32", value_range=[-1.0, 1.0]),
+                TensorSpec(
+                    name="timestep", shape=[batch], dtype="float32", value_range=[1.0, 999.0]
+                ),
+                TensorSpec(
+                    name="encoder_hidden_states",
+                    shape=[batch, TEXT_SEQUENCE_LENGTH, shapes.cross_attention_dim],
+                    dtype="float32",
+                    value_range=[-1.0, 1.0],
+                ),
             ],
             outputs=[TensorSpec(name="noise_pred", shape=latent, dtype="float32")],
             source=source,

@@ -1,0 +1,198 @@
+"""Text-to-image with an exported Stable Diffusion artifact, on the host runtime.
+
+The same loop drives the artifact's components and the PyTorch components they came from:
+tokenizer -> text encoder (prompt and negative prompt) -> DDIM denoising with classifier-free
+guidance -> VAE decoder. With the same seed, prompt and steps, the two images differ only by what
+the export changed, so their PSNR is the end-to-end fidelity of the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.artifact import Manifest, read_manifest
+from edgekit.errors import ArtifactError, EdgekitError, SourceError
+
+# Identical images have infinite PSNR; report this ceiling instead (JSON has no infinity).
+PSNR_CEILING_DB = 200.0
+REQUIRED_COMPONENTS = ("text-encoder", "unet", "vae-decoder")
+
+Component = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class GenerateError(EdgekitError):
+    exit_code = 2
+
+
+@dataclass
+class GenerateResult:
+    image: np.ndarray  # (H, W, 3) float32 RGB in [0, 1]
+    seconds: float
+    reference_image: np.ndarray | None = None
+    reference_seconds: float | None = None
+    # PSNR on 0-255 pixel values before 8-bit rounding, so differences below one grey level
+    # still show (rounded images of a good export are often identical).
+    psnr_db: float | None = None
+
+
+def generate(
+    artifact_dir: Path,
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    threads: int | None = None,
+    compare_with_pytorch: bool = True,
+) -> GenerateResult:
+    if steps < 1:
+        raise GenerateError(f"--steps {steps} is not allowed.", hint="use 1 or more steps.")
+    manifest = read_manifest(artifact_dir)
+    _check_pipeline(manifest)
+    components = _artifact_components(artifact_dir, manifest, threads)
+    started = time.perf_counter()
+    image = run_pipeline(
+        components, artifact_dir, manifest, prompt, negative_prompt, steps, guidance_scale, seed
+    )
+    result = GenerateResult(image=image, seconds=time.perf_counter() - started)
+    if compare_with_pytorch:
+        reference = _pytorch_components(manifest)
+        started = time.perf_counter()
+        result.reference_image = run_pipeline(
+            reference, artifact_dir, manifest, prompt, negative_prompt, steps, guidance_scale, seed
+        )
+        result.reference_seconds = time.perf_counter() - started
+        result.psnr_db = psnr_db(result.reference_image, image)
+    return result
+
+
+def run_pipeline(
+    components: dict[str, Component],
+    artifact_dir: Path,
+    manifest: Manifest,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+) -> np.ndarray:
+    import torch
+    from diffusers import DDIMScheduler
+
+    from edgekit.models import clip_tokenizer
+
+    info = manifest.pipeline
+    tokenizer = clip_tokenizer.load_tokenizer(artifact_dir)
+    ids = clip_tokenizer.encode(tokenizer, [prompt, negative_prompt])
+    text = components["text-encoder"]
+    cond = text({"input_ids": ids[:1]})["last_hidden_state"]
+    uncond = text({"input_ids": ids[1:]})["last_hidden_state"]
+
+    # DDIM with eta=0 is deterministic: no noise is drawn after the initial latents, so the
+    # artifact and PyTorch runs see the same random numbers.
+    config = json.loads((artifact_dir / info.scheduler_config_file).read_text())
+    scheduler = DDIMScheduler.from_config(config)
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, info.latent_channels, info.latent_height, info.latent_width)
+    latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+    latents = latents * scheduler.init_noise_sigma
+
+    unet = components["unet"]
+    for t in scheduler.timesteps:
+        sample = scheduler.scale_model_input(latents, t).numpy().astype(np.float32)
+        timestep = np.array([float(t)], dtype=np.float32)
+        noise_uncond = unet(
+            {"sample": sample, "timestep": timestep, "encoder_hidden_states": uncond}
+        )["noise_pred"]
+        noise_cond = unet({"sample": sample, "timestep": timestep, "encoder_hidden_states": cond})[
+            "noise_pred"
+        ]
+        noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        latents = scheduler.step(torch.from_numpy(noise), t, latents).prev_sample
+
+    z = (latents / info.vae_scaling_factor).numpy().astype(np.float32)
+    image = components["vae-decoder"]({"z": z})["image"][0]  # (3, H, W) in [-1, 1]
+    return np.clip(image.transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def psnr_db(reference: np.ndarray, image: np.ndarray) -> float:
+    """PSNR of two [0, 1] images on the 0-255 scale."""
+    mse = float(np.mean(((reference.astype(np.float64) - image.astype(np.float64)) * 255) ** 2))
+    return PSNR_CEILING_DB if mse == 0 else min(PSNR_CEILING_DB, 10 * math.log10(255.0**2 / mse))
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    import io
+
+    from PIL import Image
+
+    from edgekit.artifact import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def _check_pipeline(manifest: Manifest) -> None:
+    if manifest.pipeline is None:
+        raise GenerateError(
+            f"{manifest.name} is a {manifest.model_kind} artifact, not a Stable Diffusion "
+            "pipeline.",
+            hint="export an SD source without --component to get text encoder, UNet and VAE.",
+        )
+    missing = [c for c in REQUIRED_COMPONENTS if c not in {x.name for x in manifest.components}]
+    if missing:
+        raise GenerateError(
+            f"{manifest.name} lacks {', '.join(missing)}; generating needs all three components.",
+            hint="re-export without --component (or with all three).",
+        )
+
+
+def _artifact_components(artifact_dir: Path, manifest: Manifest, threads: int | None):
+    from edgekit import exporters
+
+    exporter = exporters.get(manifest.format)
+    reason = exporter.host_runtime_unavailable_reason()
+    if reason:
+        raise GenerateError(
+            f"Cannot generate with the {manifest.format} artifact here: {reason}",
+            hint="generate with an onnx, executorch or tflite export of the same source.",
+        )
+    return {
+        c.name: exporter.runtime(artifact_dir / c.model_file, c.inputs, c.outputs, threads=threads)
+        for c in manifest.components
+    }
+
+
+def _pytorch_components(manifest: Manifest) -> dict[str, Component]:
+    """The PyTorch modules the artifact was exported from, checked by sha256."""
+    from edgekit import models
+
+    components = {}
+    for entry in manifest.components:
+        try:
+            model = models.load(entry.source.path, **entry.source.options)
+        except SourceError as exc:
+            raise GenerateError(
+                f"The PyTorch source of {manifest.name} is not available for comparison: "
+                f"{exc.message}",
+                hint="pass --no-compare to generate without the PyTorch reference.",
+            ) from exc
+        if model.source.sha256 != entry.source.sha256:
+            raise ArtifactError(
+                f"The {entry.name} at {entry.source.path} changed since the export (sha256 "
+                "differs), so it is no reference for this artifact.",
+                hint="re-export, or pass --no-compare.",
+            )
+        components[entry.name] = model.run_torch
+    return components

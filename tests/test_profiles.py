@@ -1,0 +1,126 @@
+"""Deployment target profiles: resolution, validation with the bad key named, and packaging."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit import profiles
+from edgekit.artifact import read_manifest
+from edgekit.cli import app
+from edgekit.errors import UnknownChoiceError
+
+runner = CliRunner()
+REQUIRED_PROFILES = {"coreml-ios17", "tflite-android", "executorch-xnnpack", "onnx-cpu"}
+
+
+def test_builtin_profiles_cover_every_format():
+    builtin = profiles.builtin_profiles()
+    assert set(builtin) >= REQUIRED_PROFILES
+    coreml = builtin["coreml-ios17"]
+    assert (coreml.format, coreml.precision, coreml.minimum_os) == ("coreml", "fp16", "iOS17")
+    assert coreml.export["minimum_deployment_target"] == "iOS17"
+    for profile in builtin.values():
+        assert profile.demo_app is not None and profile.demo_app.asset_folder
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("coreml", "coreml-ios17"),
+        ("tflite", "tflite-android"),
+        ("executorch", "executorch-xnnpack"),
+        ("onnx", "onnx-cpu"),
+        ("onnx-cpu", "onnx-cpu"),
+    ],
+)
+def test_format_resolves_to_its_default_profile(target, expected):
+    assert profiles.resolve(target).name == expected
+
+
+def test_user_profile_file(tmp_path):
+    phone = tmp_path / "my-phone.toml"
+    phone.write_text(
+        'name = "my-phone"\nformat = "coreml"\nprecision = "fp32"\n'
+        '[export]\nminimum_deployment_target = "iOS16"\n'
+    )
+    profile = profiles.resolve(str(phone))
+    assert (profile.name, profile.precision, profile.export) == (
+        "my-phone",
+        "fp32",
+        {"minimum_deployment_target": "iOS16"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('name = "x"\nformat = "onnx"\nthreads = 4\n', "Bad key 'threads'"),
+        ('name = "x"\nformat = "onnx"\n[runtime]\nthreds = 4\n', "Bad key 'runtime.threds'"),
+        ('name = "x"\nformat = "onnx"\nprecision = "fp8"\n', "Bad key 'precision'"),
+        ('name = "x"\nformat = "tensorrt"\n', "Bad key 'format'"),
+        (
+            'name = "x"\nformat = "coreml"\n[export]\ndeployment = "iOS17"\n',
+            "Bad key 'export.deployment'",
+        ),
+        ('name = "x"\nformat = \n', "is not valid TOML"),
+    ],
+)
+def test_bad_profile_names_the_bad_key(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(profiles.ProfileError, match=message):
+        profiles.resolve(str(path))
+    result = runner.invoke(
+        app, ["export", "tiny-mobilevit", "--target", str(path), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_unknown_target_lists_formats_and_profiles():
+    with pytest.raises(UnknownChoiceError, match="coreml-ios17"):
+        profiles.resolve("tensorrt")
+
+
+def test_export_with_profile_file_records_it(tmp_path):
+    phone = tmp_path / "phone.toml"
+    phone.write_text('name = "phone"\nformat = "onnx"\n[runtime]\nthreads = 6\n')
+    result = runner.invoke(
+        app, ["export", "tiny-mobilevit", "--target", str(phone), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "out" / "tiny-mobilevit-onnx-fp32")
+    assert manifest.profile["name"] == "phone" and manifest.profile["runtime"]["threads"] == 6
+
+
+def test_wheel_ships_builtin_profiles(tmp_path):
+    """Build the wheel and look inside: profiles must travel with the package."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("edgekit-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for profile in REQUIRED_PROFILES:
+        assert f"edgekit/targets/{profile}.toml" in names
+    assert "edgekit/models/data/bpe_simple_vocab_16e6.txt.gz" in names
+    assert "edgekit/schemas/manifest.schema.json" in names
