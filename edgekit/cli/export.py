@@ -15,8 +15,8 @@ def export(
     model: str = typer.Argument(
         ...,
         help="A preset (mobilevit-small, mobilevit-x-small, mobilevit-xx-small, tiny-mobilevit, "
-        "sd15, sd15-unet, tiny-sd), a Hugging Face MobileViT folder, or a diffusers pipeline / "
-        "UNet folder.",
+        "sd15, sd15-unet, tiny-sd), a Hugging Face MobileViT folder, a diffusers pipeline / "
+        "UNet folder, or a single-file SD checkpoint (.safetensors/.ckpt, with --config).",
     ),
     target: str = typer.Option(
         ...,
@@ -34,6 +34,12 @@ def export(
         "-c",
         help="Stable Diffusion: export only these (text-encoder, unet, vae-decoder; repeatable). "
         "Default: every component the source has, plus tokenizer and scheduler files.",
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="With a single-file SD checkpoint: the local diffusers folder with its configs "
+        "(unet/, vae/, text_encoder/, tokenizer/, scheduler/).",
     ),
     height: int | None = typer.Option(None, help="Stable Diffusion image height in pixels."),
     width: int | None = typer.Option(None, help="Stable Diffusion image width in pixels."),
@@ -59,7 +65,7 @@ def export(
                         hint="drop --batch-size; guidance runs the UNet twice per step.",
                     )
                 loaded = models.load_pipeline(
-                    model, components=component or None, height=height, width=width
+                    model, components=component or None, height=height, width=width, config=config
                 )
             else:
                 loaded = models.load(

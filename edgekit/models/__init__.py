@@ -56,13 +56,15 @@ def preset_names() -> list[str]:
 
 
 def is_stable_diffusion(source: str | Path) -> bool:
-    """True for SD presets and diffusers folders; raises SourceError for a source that is neither
-    an existing path nor a preset."""
+    """True for SD presets, diffusers folders and single-file checkpoints; raises SourceError for
+    a source that is neither an existing path nor a preset."""
     name = str(source)
     if name in _PRESET_FAMILIES:
         return _PRESET_FAMILIES[name] == "stable_diffusion"
     from edgekit.models import stable_diffusion
 
+    if stable_diffusion.is_single_file_checkpoint(Path(name).expanduser()):
+        return True
     return stable_diffusion.is_diffusers_folder(_existing_folder(name))
 
 
@@ -73,23 +75,25 @@ def load(
     height: int | None = None,
     width: int | None = None,
     batch_size: int = 1,
+    config: str | Path | None = None,
 ) -> LoadedModel:
     """Load a preset name or a model folder into an export-ready `LoadedModel`.
 
-    `component` (default "unet"), `height` and `width` apply to Stable Diffusion sources only.
+    `component` (default "unet"), `height`, `width` and `config` (the diffusers folder that goes
+    with a single-file checkpoint) apply to Stable Diffusion sources only.
     """
     if batch_size < 1:
         raise SourceError(f"Batch size {batch_size} is not allowed.", hint="use 1 or more.")
     name = str(source)
     family = _PRESET_FAMILIES.get(name)
+    if family is None and is_stable_diffusion(name):
+        family, source = "stable_diffusion", Path(name).expanduser()
     if family is None:
         path = _existing_folder(name)
-        from edgekit.models import mobilevit, stable_diffusion
+        from edgekit.models import mobilevit
 
         if mobilevit.is_mobilevit_folder(path):
             family, source = "mobilevit", path
-        elif stable_diffusion.is_diffusers_folder(path):
-            family, source = "stable_diffusion", path
         else:
             raise SourceError(
                 f"'{name}' is not a model folder edgekit knows: no MobileViT config.json "
@@ -107,7 +111,12 @@ def load(
     from edgekit.models import stable_diffusion
 
     return stable_diffusion.load_component(
-        source, component=component or "unet", height=height, width=width, batch_size=batch_size
+        source,
+        component=component or "unet",
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        config=Path(config) if config else None,
     )
 
 
@@ -117,6 +126,7 @@ def load_pipeline(
     components: list[str] | None = None,
     height: int | None = None,
     width: int | None = None,
+    config: str | Path | None = None,
 ) -> LoadedPipeline:
     """Load the chosen (default: all available) components of a Stable Diffusion source."""
     if not is_stable_diffusion(source):
@@ -132,6 +142,7 @@ def load_pipeline(
         components=components,
         height=height,
         width=width,
+        config=Path(config) if config else None,
     )
 
 
@@ -144,7 +155,8 @@ def _existing_folder(name: str) -> Path:
         )
     if not path.is_dir():
         raise SourceError(
-            f"'{name}' is a file; edgekit loads model folders.",
+            f"'{name}' is a file; edgekit loads model folders and single-file SD checkpoints "
+            "(.safetensors, .ckpt).",
             hint="pass the folder that save_pretrained() wrote (config.json + weights).",
         )
     return path

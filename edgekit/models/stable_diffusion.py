@@ -314,10 +314,123 @@ class _FolderSource:
         return [*written, target]
 
 
-def _source(name_or_path: str | Path) -> _PresetSource | _FolderSource:
+class _SingleFileSource(_FolderSource):
+    """A CompVis/LDM single-file checkpoint (as CompVis-style DreamBooth trainers write), with a
+    local diffusers folder that supplies the configs, tokenizer and scheduler."""
+
+    CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+    def __init__(self, checkpoint: Path, config: Path | None) -> None:
+        if config is None:
+            raise SourceError(
+                f"{checkpoint} is a single-file checkpoint, which needs --config: a local "
+                "diffusers folder with unet/, vae/ and text_encoder/ configs (edgekit never "
+                "downloads).",
+                hint="pass --config PATH (e.g. the folder of the base model you fine-tuned).",
+            )
+        if not (config / "unet" / "config.json").is_file():
+            raise SourceError(
+                f"--config {config} has no unet/config.json.",
+                hint="pass a diffusers pipeline folder (as save_pretrained writes it).",
+            )
+        super().__init__(config)
+        self.is_pipeline = True  # configs are read from the subfolders of the config folder
+        self.checkpoint_path = checkpoint
+        self._state: dict[str, torch.Tensor] | None = None
+        self._digest: str | None = None
+
+    def _checkpoint(self) -> dict[str, torch.Tensor]:
+        if self._state is None:
+            from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+            from edgekit.models.weights import check_safetensors
+
+            if self.checkpoint_path.suffix == ".safetensors":
+                check_safetensors(self.checkpoint_path)
+            try:
+                self._state = load_single_file_checkpoint(
+                    str(self.checkpoint_path), local_files_only=True
+                )
+            except Exception as exc:  # torch.load raises UnpicklingError, RuntimeError, EOFError
+                pickled = _is_unpickling_refusal(exc)
+                raise SourceError(
+                    f"Could not read {self.checkpoint_path}: "
+                    + (
+                        "it holds pickled Python objects (e.g. OmegaConf configs), which edgekit "
+                        "does not unpickle."
+                        if pickled
+                        else str(exc).splitlines()[0]
+                    ),
+                    hint="save its 'state_dict' as .safetensors in a trusted environment"
+                    if pickled
+                    else "the file is truncated or not a checkpoint: copy it again.",
+                ) from exc
+        return self._state
+
+    def build(self, component: str) -> tuple[nn.Module, str]:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+        from transformers import CLIPTextModel
+
+        state = self._checkpoint()
+        subfolder = self._SUBFOLDERS[component]
+        try:
+            if component == "text-encoder":
+                module = create_diffusers_clip_model_from_ldm(
+                    CLIPTextModel,
+                    state,
+                    subfolder=subfolder,
+                    config=str(self.path),
+                    local_files_only=True,
+                )
+            else:
+                loader = UNet2DConditionModel if component == "unet" else AutoencoderKL
+                module = loader.from_single_file(
+                    state, config=str(self.path), subfolder=subfolder, local_files_only=True
+                )
+        except Exception as exc:  # key or shape mismatches between checkpoint and config
+            raise SourceError(
+                f"The {component} in {self.checkpoint_path} does not fit the config in "
+                f"{self.path / subfolder}: {str(exc).splitlines()[0]}",
+                hint="pass the --config folder of the model this checkpoint was trained from.",
+            ) from exc
+        if self._digest is None:  # hashing a 4 GB checkpoint once is enough
+            self._digest = sha256_of_files([self.checkpoint_path])
+        config_digest = sha256_of_files([self.path / subfolder / "config.json"], root=self.path)
+        return module.eval(), sha256_of_text(self._digest + config_digest)
+
+    def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
+        return SourceInfo(
+            kind="ldm-checkpoint",
+            path=str(self.checkpoint_path.resolve()),
+            sha256=sha256,
+            is_preset=False,
+            random_weights=False,
+            component=component,
+            options={**options, "config": str(self.path)},
+        )
+
+
+def _is_unpickling_refusal(exc: BaseException | None) -> bool:
+    """torch.load(weights_only=True) refusing arbitrary objects; diffusers wraps it in OSError."""
+    while exc is not None:
+        if "Unpickl" in type(exc).__name__ or "weights_only" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_single_file_checkpoint(path: Path) -> bool:
+    return path.is_file() and path.suffix in _SingleFileSource.CHECKPOINT_SUFFIXES
+
+
+def _source(name_or_path: str | Path, config: Path | None = None) -> _PresetSource | _FolderSource:
     if isinstance(name_or_path, str) and name_or_path in SD_PRESETS:
         return _PresetSource(name_or_path)
-    return _FolderSource(Path(name_or_path))
+    path = Path(name_or_path)
+    if is_single_file_checkpoint(path):
+        return _SingleFileSource(path, config)
+    return _FolderSource(path)
 
 
 # ---------------------------------------------------------------- public entry points
@@ -330,9 +443,10 @@ def load_component(
     height: int | None = None,
     width: int | None = None,
     batch_size: int = 1,
+    config: Path | None = None,
 ) -> LoadedModel:
     """One component as an export-ready module (what `models.load` returns for SD sources)."""
-    src = _source(source)
+    src = _source(source, config)
     _check_component(component, src.available())
     shapes = _Shapes.from_configs(*src.configs(), height, width)  # fail before building
     module, digest = src.build(component)
@@ -346,9 +460,10 @@ def load_pipeline(
     components: list[str] | None = None,
     height: int | None = None,
     width: int | None = None,
+    config: Path | None = None,
 ) -> LoadedPipeline:
     """Several components (default: all the source has) for one pipeline artifact."""
-    src = _source(source)
+    src = _source(source, config)
     chosen = components or src.available()
     for component in chosen:
         _check_component(component, src.available())
