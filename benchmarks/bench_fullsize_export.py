@@ -62,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="sd15-unet")
     parser.add_argument("--formats", nargs="+", default=FORMATS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--child", nargs=3, metavar=("PRESET", "FORMAT", "OUT"), help=argparse.SUPPRESS
     )
@@ -102,8 +103,8 @@ def main() -> None:
         "memory_gib": _memory_gib(),
         "platform": platform.platform(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"fullsize-{args.preset}-{platform.machine()}-{os.cpu_count()}core"
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.results_dir / f"fullsize-{args.preset}-{platform.machine()}-{os.cpu_count()}core"
     stem.with_suffix(".json").write_text(
         json.dumps({"preset": args.preset, "machine": machine, "results": records}, indent=2) + "\n"
     )

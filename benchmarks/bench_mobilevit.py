@@ -17,10 +17,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from edgekit import exporters, models
+from edgekit import exporters, models, profiles
 from edgekit.bench import TimingSettings, run_bench
 from edgekit.bench.report import markdown
-from edgekit.export import export_artifact
+from edgekit.cli._common import configure_logging
+from edgekit.export import export_for_target
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,7 +33,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
+    configure_logging(verbose=False)
 
     loaded = models.load(args.preset)
     formats = [
@@ -43,10 +46,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as scratch:
         artifacts = []
         for format_name in formats:
-            folder, manifest = export_artifact(loaded, format_name, Path(scratch))
+            profile = profiles.resolve(format_name)
+            folder, manifest = export_for_target(loaded, profile, Path(scratch))
+            component = manifest.component()
             print(
-                f"{format_name}: {manifest.verification.message}; "
-                f"export {manifest.export.duration_s:.1f} s"
+                f"{format_name} ({profile.name}): {component.verification.message}; "
+                f"export {component.export.duration_s:.1f} s"
             )
             artifacts.append(folder)
         del loaded
@@ -59,8 +64,8 @@ def main() -> None:
     machine = re.sub(
         r"[^a-z0-9]+", "-", f"{platform.machine()}-{report.machine.cpu_count}core".lower()
     )
-    stem = RESULTS / f"{args.preset}-{machine}"
-    RESULTS.mkdir(exist_ok=True)
+    stem = args.results_dir / f"{args.preset}-{machine}"
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(report.model_dump_json(indent=2) + "\n")
     stem.with_suffix(".md").write_text(
         markdown(report, title=f"{args.preset}: formats vs PyTorch eager")

@@ -146,3 +146,18 @@ def test_pipeline_folder_exports_with_its_own_tokenizer(sd_pipeline_folder, tmp_
     assert (folder / "vocab.json").read_bytes() == (
         sd_pipeline_folder / "tokenizer" / "vocab.json"
     ).read_bytes()
+
+
+def test_bench_times_each_component_against_its_pytorch_module(sd_onnx):
+    from edgekit.bench import TimingSettings, run_bench
+
+    report = run_bench([sd_onnx], threads=1, timing=TimingSettings(warmup_runs=0, min_runs=2))
+    names = sorted(r.name for r in report.results)
+    assert names == sorted(
+        [f"tiny-sd-onnx-fp32/{c}" for c in ("text-encoder", "unet", "vae-decoder")]
+        + [f"pytorch-eager:tiny-sd/{c}" for c in ("text-encoder", "unet", "vae-decoder")]
+    )
+    for result in report.results:
+        if result.format == "onnx":
+            assert result.speedup_vs_pytorch > 0 and result.model_size_bytes > 0
+            assert result.model_kind.startswith("sd-")

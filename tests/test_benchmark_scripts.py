@@ -1,0 +1,63 @@
+"""The scripts in benchmarks/ run end to end (on tiny presets, few runs) and write their records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import host_formats
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def test_format_comparison_script(tmp_path):
+    _run(
+        "bench_mobilevit.py",
+        "--preset",
+        "tiny-mobilevit",
+        "--rounds",
+        "2",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--results-dir",
+        str(tmp_path),
+    )
+    record = json.loads(next(tmp_path.glob("tiny-mobilevit-*.json")).read_text())
+    formats = sorted(r["format"] for r in record["results"])
+    assert formats == sorted(["pytorch", *host_formats()])
+    assert all(len(r["round_medians_ms"]) == 2 for r in record["results"])
+    assert next(tmp_path.glob("tiny-mobilevit-*.md")).read_text().count("| tiny-mobilevit-") == len(
+        host_formats()
+    )
+
+
+def test_fullsize_script_records_exports_and_refusals(tmp_path):
+    _run(
+        "bench_fullsize_export.py",
+        "--preset",
+        "tiny-sd",
+        "--formats",
+        "onnx",
+        "tflite",
+        "--results-dir",
+        str(tmp_path),
+    )
+    record = json.loads(next(tmp_path.glob("fullsize-tiny-sd-*.json")).read_text())
+    by_format = {r["format"]: r for r in record["results"]}
+    assert by_format["onnx"]["outcome"] == "exported" and by_format["onnx"]["status"] == "verified"
+    assert by_format["onnx"]["peak_rss_bytes"] > 0 and by_format["tflite"]["export_s"] > 0
