@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.exporters import ExportResult
+from edgekit.exporters._native import quiet_native_stderr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,24 +89,6 @@ def _delegation_summary(graph_module: Any) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _quiet_native_stderr(*, enabled: bool) -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration: C++ logs bypass Python."""
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class ExecuTorchRuntime:
     name = "executorch"
 
@@ -131,7 +110,7 @@ class ExecuTorchRuntime:
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(threads)
-        with _quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
+        with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
             # XNNPACK's cpuinfo prints probe failures for ARM-only files on x86 at start-up.
             self.program = Runtime.get().load_program(model_path)
         self.method = self.program.load_method("forward")

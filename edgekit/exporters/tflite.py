@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult, format_names
-from edgekit.exporters.executorch import _quiet_native_stderr
+from edgekit.exporters._native import quiet_native_stderr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,7 +69,7 @@ class TFLiteExporter:
         # 2. Convert, positional args in `model.inputs` order (the runtime relies on it).
         args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
         debug = log.isEnabledFor(logging.DEBUG)
-        with _litert_progress(enabled=debug), _quiet_native_stderr(enabled=not debug):
+        with _litert_progress(enabled=debug), quiet_native_stderr(enabled=not debug):
             import litert_torch
 
             edge_model = litert_torch.convert(model.module, args)
@@ -199,7 +199,7 @@ class TFLiteRuntime:
         from ai_edge_litert.interpreter import Interpreter
 
         self.version = importlib.metadata.version("ai-edge-litert")
-        with _quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
+        with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
             # The XNNPACK delegate announces itself on stderr at every load.
             self.interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
             self.interpreter.allocate_tensors()

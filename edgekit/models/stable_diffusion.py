@@ -40,6 +40,7 @@ TEXT_SEQUENCE_LENGTH = clip_tokenizer.MAX_LENGTH
 DEFAULT_VAE_SCALE_FACTOR = 8
 SD_VAE_SCALING_FACTOR = 0.18215
 PRESET_SEED = 0
+SCHEDULER_FILE = "scheduler_config.json"
 
 # Published configs of Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5).
 _SD15_UNET: dict[str, Any] = {
@@ -228,10 +229,7 @@ class _PresetSource:
         )
 
     def write_assets(self, folder: Path) -> list[Path]:
-        files = clip_tokenizer.write_tokenizer_files(folder)
-        scheduler = folder / "scheduler_config.json"
-        scheduler.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
-        return [*files, scheduler]
+        return [*clip_tokenizer.write_tokenizer_files(folder), _write_default_scheduler(folder)]
 
 
 class _FolderSource:
@@ -306,11 +304,10 @@ class _FolderSource:
             # SD 1.x always uses CLIP's BPE vocabulary; the packaged copy is that file.
             written += clip_tokenizer.write_tokenizer_files(folder)
         scheduler = self.path / "scheduler" / "scheduler_config.json"
-        target = folder / "scheduler_config.json"
-        if scheduler.is_file():
-            target.write_bytes(scheduler.read_bytes())
-        else:
-            target.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+        if not scheduler.is_file():
+            return [*written, _write_default_scheduler(folder)]
+        target = folder / SCHEDULER_FILE
+        target.write_bytes(scheduler.read_bytes())
         return [*written, target]
 
 
@@ -418,6 +415,12 @@ def _is_unpickling_refusal(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _write_default_scheduler(folder: Path) -> Path:
+    target = folder / SCHEDULER_FILE
+    target.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    return target
 
 
 def is_single_file_checkpoint(path: Path) -> bool:
@@ -533,7 +536,7 @@ class _Shapes:
             image_width=self.latent_w * self.vae_factor,
             text_max_length=TEXT_SEQUENCE_LENGTH,
             tokenizer_files=list(clip_tokenizer.TOKENIZER_FILES),
-            scheduler_config_file="scheduler_config.json",
+            scheduler_config_file=SCHEDULER_FILE,
         )
 
 
