@@ -56,7 +56,7 @@ CONVERTER = "coremltools.convert(torch.export.export(strict=False).run_decomposi
 # platform.system() where Core ML (and so MLModel.predict) exists.
 CORE_ML_HOST = "Darwin"
 HOST_ONLY = "Core ML models can only run on macOS/iOS; this host is {system}"
-NOT_COMPARED = HOST_ONLY + ", so the outputs were not compared with PyTorch."
+NO_RUNTIME_HERE = HOST_ONLY + "."
 NOT_LOADABLE = HOST_ONLY + ", so this artifact cannot be loaded or timed here."
 
 
@@ -178,7 +178,7 @@ class CoreMLExporter:
 
     def host_runtime_unavailable_reason(self) -> str | None:
         system = platform.system()
-        return None if system == CORE_ML_HOST else NOT_COMPARED.format(system=system)
+        return None if system == CORE_ML_HOST else NO_RUNTIME_HERE.format(system=system)
 
     def check_structure(
         self, model_path: Path, model: LoadedModel, *, precision: str

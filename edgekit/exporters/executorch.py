@@ -111,9 +111,10 @@ class ExecuTorchRuntime:
 
             portable_lib._unsafe_reset_threadpool(threads)
         with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
-            # XNNPACK's cpuinfo prints probe failures for ARM-only files on x86 at start-up.
+            # XNNPACK's cpuinfo prints probe failures for ARM-only files on x86 when the
+            # delegate initialises, in load_method.
             self.program = Runtime.get().load_program(model_path)
-        self.method = self.program.load_method("forward")
+            self.method = self.program.load_method("forward")
         self.input_names = [spec.name for spec in inputs]
         self.output_names = [spec.name for spec in outputs]
 
