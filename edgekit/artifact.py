@@ -127,7 +127,7 @@ def prepare_output_dir(out_dir: Path) -> Path:
     except OSError as exc:
         raise OutputError(
             f"Cannot write to output folder '{out_dir}': {exc.strerror or exc}.",
-            hint="choose a folder you can write to with --out.",
+            hint="choose a folder you can write to (--out).",
         ) from exc
     return out_dir
 

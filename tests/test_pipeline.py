@@ -161,3 +161,22 @@ def test_bench_times_each_component_against_its_pytorch_module(sd_onnx):
         if result.format == "onnx":
             assert result.speedup_vs_pytorch > 0 and result.model_size_bytes > 0
             assert result.model_kind.startswith("sd-")
+
+
+def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--artifact",
+            str(sd_onnx),
+            "--prompt",
+            "a cat",
+            "--out",
+            str(blocker / "cat.png"),
+        ],
+    )
+    assert result.exit_code != 0 and "Cannot write to output folder" in result.output
+    assert "Traceback" not in result.output

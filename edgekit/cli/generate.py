@@ -26,8 +26,11 @@ def generate(
     """Generate an image with the exported components on their host runtime."""
     configure_logging(verbose)
     with Guard():
+        from edgekit.artifact import prepare_output_dir
         from edgekit.generate import generate as run_generate
         from edgekit.generate import save_png
+
+        prepare_output_dir(out.parent)  # fail before minutes of denoising, not after
 
         with console.status(f"Generating {steps} steps with {artifact} ..."):
             result = run_generate(
