@@ -31,7 +31,13 @@ from edgekit.artifact import (
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
 from edgekit.profiles import TargetProfile
-from edgekit.validate import TOLERANCES, Verification, check_reference, compare_outputs
+from edgekit.validate import (
+    ARTIFACT_STATUS,
+    TOLERANCES,
+    Verification,
+    check_reference,
+    compare_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,6 @@ _TOOLS = [
     "ai-edge-litert",
     "coremltools",
 ]
-_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
 
 
 def tool_versions() -> dict[str, str]:
@@ -106,7 +111,7 @@ def export_artifact(
         if isinstance(model, LoadedPipeline):
             model.write_assets(staging)
             pipeline_info = model.info
-        statuses = {_STATUS[e.verification.status] for e in entries}
+        statuses = {ARTIFACT_STATUS[e.verification.status] for e in entries}
         status = (
             "failed"
             if "failed" in statuses

@@ -175,24 +175,31 @@ def _artifact_components(artifact_dir: Path, manifest: Manifest, threads: int | 
 
 
 def _pytorch_components(manifest: Manifest) -> dict[str, Component]:
-    """The PyTorch modules the artifact was exported from, checked by sha256."""
+    """The PyTorch modules the artifact was exported from, checked by sha256.
+
+    Loaded as one pipeline, so a single-file checkpoint is read once, not once per component.
+    """
     from edgekit import models
 
-    components = {}
+    options = manifest.source.options
+    try:
+        pipeline = models.load_pipeline(
+            manifest.source.path,
+            components=[entry.name for entry in manifest.components],
+            height=options.get("height"),
+            width=options.get("width"),
+            config=options.get("config"),
+        )
+    except SourceError as exc:
+        raise GenerateError(
+            f"The PyTorch source of {manifest.name} is not available for comparison: {exc.message}",
+            hint="pass --no-compare to generate without the PyTorch reference.",
+        ) from exc
     for entry in manifest.components:
-        try:
-            model = models.load(entry.source.path, **entry.source.options)
-        except SourceError as exc:
-            raise GenerateError(
-                f"The PyTorch source of {manifest.name} is not available for comparison: "
-                f"{exc.message}",
-                hint="pass --no-compare to generate without the PyTorch reference.",
-            ) from exc
-        if model.source.sha256 != entry.source.sha256:
+        if pipeline.components[entry.name].source.sha256 != entry.source.sha256:
             raise ArtifactError(
                 f"The {entry.name} at {entry.source.path} changed since the export (sha256 "
                 "differs), so it is no reference for this artifact.",
                 hint="re-export, or pass --no-compare.",
             )
-        components[entry.name] = model.run_torch
-    return components
+    return {name: model.run_torch for name, model in pipeline.components.items()}

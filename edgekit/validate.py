@@ -20,6 +20,10 @@ SQNR_CEILING_DB = 200.0
 DEGENERATE_REFERENCE_MAX_ABS = 1e-6
 
 
+# A component's verification status -> the artifact status the manifest and bench report use.
+ARTIFACT_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
+
+
 class Tolerance(BaseModel):
     """Pass thresholds for one precision. Named here, next to what they judge."""
 

@@ -23,8 +23,7 @@ from edgekit.artifact import ComponentManifest, Manifest, now_utc, read_manifest
 from edgekit.bench.schema import BenchReport, BenchResult, MachineInfo
 from edgekit.bench.timing import TimingSettings, summarize
 from edgekit.errors import EdgekitError
-
-_STATUS = {"passed": "verified", "failed": "failed", "not-checked": "structure-only"}
+from edgekit.validate import ARTIFACT_STATUS
 
 
 class BenchError(EdgekitError):
@@ -222,6 +221,6 @@ def _aggregate(
         peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds),
         rss_before_load_bytes=min(r["rss_before_load_bytes"] for r in rounds),
         speedup_vs_pytorch=speedup,
-        verification_status=_STATUS[component.verification.status] if is_artifact else None,
+        verification_status=ARTIFACT_STATUS[component.verification.status] if is_artifact else None,
         worst_sqnr_db=worst if is_artifact else None,
     )
