@@ -10,6 +10,7 @@ import typer
 
 from edgekit import __version__
 from edgekit.cli import bench as bench_cmd
+from edgekit.cli import classify as classify_cmd
 from edgekit.cli import export as export_cmd
 from edgekit.cli import generate as generate_cmd
 from edgekit.cli import quickstart as quickstart_cmd
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 app.command("generate")(generate_cmd.generate)
+app.command("classify")(classify_cmd.classify)
 app.command("quickstart")(quickstart_cmd.quickstart)
 
 
