@@ -27,6 +27,10 @@ class SourceError(EdgekitError):
     exit_code = 2
 
 
+class PickleRefusedError(SourceError):
+    """A pickle-based weight file (.bin, .ckpt, ...) given without --allow-pickle."""
+
+
 class UnknownChoiceError(EdgekitError):
     """An unknown preset, target, format or component."""
 
@@ -68,3 +72,9 @@ class ArtifactError(EdgekitError):
     """An artifact folder that is missing, incomplete, or has a bad manifest."""
 
     exit_code = 2
+
+
+class NoHostRuntimeError(EdgekitError):
+    """The artifact's runtime does not exist on this OS (Core ML off macOS)."""
+
+    exit_code = 2  # the request cannot be served on this machine: a usage problem, not a bug

@@ -1,14 +1,14 @@
 """Text-to-image with an exported Stable Diffusion artifact, on the host runtime.
 
 The same loop drives the artifact's components and the PyTorch components they came from:
-tokenizer -> text encoder (prompt and negative prompt) -> DDIM denoising with classifier-free
-guidance -> VAE decoder. With the same seed, prompt and steps, the two images differ only by what
-the export changed, so their PSNR is the end-to-end fidelity of the artifact.
+tokenizer -> text encoder (prompt and negative prompt) -> denoising with classifier-free
+guidance, by the sampler the manifest's `pipeline.scheduler` names (edgekit/scheduling.py, no
+diffusers) -> VAE decoder. With the same seed, prompt and steps, the two images differ only by
+what the export changed, so their PSNR is the end-to-end fidelity of the artifact.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -17,11 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import exporters
 from edgekit.artifact import Manifest, read_manifest
-from edgekit.errors import ArtifactError, EdgekitError, SourceError
+from edgekit.errors import ArtifactError, EdgekitError, SourceError, VerificationError
+from edgekit.scheduling import sampler_for, timesteps
 
 # Identical images have infinite PSNR; report this ceiling instead (JSON has no infinity).
 PSNR_CEILING_DB = 200.0
+# The least PSNR (artifact image vs PyTorch image, same seed, prompt and steps) `generate`
+# accepts, per manifest precision; below it the command exits with VerificationError's code.
+# Measured on tiny-sd (seeded random weights), "a photo of sks cat", seeds 0-2, 2 and 4 steps,
+# fp32: ONNX 126.3-129.7 dB, LiteRT 123.4-126.6 dB, ExecuTorch 122.6-127.4 dB. The ONNX UNet's
+# noise output scaled by 1.05 gives 52.0-52.5 dB, by 1.01 66.0-66.4 dB, by 1.001 85.9-86.4 dB.
+# 80 dB (RMS error 0.026 grey levels) fails a 1% UNet error and leaves ~40 dB for the longer step
+# counts and larger models not measured here. fp16 pipelines (Core ML, macOS only) have no
+# measurement yet, so no gate: generate reports their PSNR and says no threshold applies.
+MIN_PIPELINE_PSNR_DB: dict[str, float] = {"fp32": 80.0}
 REQUIRED_COMPONENTS = ("text-encoder", "unet", "vae-decoder")
 
 Component = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -40,6 +51,33 @@ class GenerateResult:
     # PSNR on 0-255 pixel values before 8-bit rounding, so differences below one grey level
     # still show (rounded images of a good export are often identical).
     psnr_db: float | None = None
+    precision: str = "fp32"
+    # MIN_PIPELINE_PSNR_DB for the artifact's precision; None where none is measured.
+    min_psnr_db: float | None = None
+
+    def fidelity_error(self) -> VerificationError | None:
+        """The error to report when the artifact's image is too far from PyTorch's."""
+        if self.psnr_db is None or self.min_psnr_db is None or self.psnr_db >= self.min_psnr_db:
+            return None
+        return VerificationError(
+            f"The artifact's image is {self.psnr_db:.1f} dB PSNR from the PyTorch pipeline's, "
+            f"under the {self.min_psnr_db:.1f} dB an {self.precision} pipeline must reach "
+            "(same seed, prompt and steps).",
+            hint="compare the two images; re-export and check each component's verification "
+            "in manifest.json.",
+        )
+
+
+def check_artifact(artifact_dir: Path, *, steps: int) -> Manifest:
+    """Everything `generate` can check before any work or output: a full pipeline artifact whose
+    runtime exists here, and a step count its schedule serves."""
+    if steps < 1:
+        raise GenerateError(f"--steps {steps} is not allowed.", hint="use 1 or more steps.")
+    manifest = read_manifest(artifact_dir)
+    _check_pipeline(manifest)
+    exporters.require_host_runtime(manifest, action="generate")
+    timesteps(manifest.pipeline.scheduler, steps)
+    return manifest
 
 
 def generate(
@@ -53,16 +91,18 @@ def generate(
     threads: int | None = None,
     compare_with_pytorch: bool = True,
 ) -> GenerateResult:
-    if steps < 1:
-        raise GenerateError(f"--steps {steps} is not allowed.", hint="use 1 or more steps.")
-    manifest = read_manifest(artifact_dir)
-    _check_pipeline(manifest)
+    manifest = check_artifact(artifact_dir, steps=steps)
     components = _artifact_components(artifact_dir, manifest, threads)
     started = time.perf_counter()
     image = run_pipeline(
         components, artifact_dir, manifest, prompt, negative_prompt, steps, guidance_scale, seed
     )
-    result = GenerateResult(image=image, seconds=time.perf_counter() - started)
+    result = GenerateResult(
+        image=image,
+        seconds=time.perf_counter() - started,
+        precision=manifest.precision,
+        min_psnr_db=MIN_PIPELINE_PSNR_DB.get(manifest.precision),
+    )
     if compare_with_pytorch:
         reference = _pytorch_components(manifest)
         started = time.perf_counter()
@@ -85,7 +125,6 @@ def run_pipeline(
     seed: int,
 ) -> np.ndarray:
     import torch
-    from diffusers import DDIMScheduler
 
     from edgekit.models import clip_tokenizer
 
@@ -97,18 +136,17 @@ def run_pipeline(
     uncond = text({"input_ids": ids[1:]})["last_hidden_state"]
 
     # DDIM with eta=0 is deterministic: no noise is drawn after the initial latents, so the
-    # artifact and PyTorch runs see the same random numbers.
-    config = json.loads((artifact_dir / info.scheduler_config_file).read_text())
-    scheduler = DDIMScheduler.from_config(config)
-    scheduler.set_timesteps(steps)
+    # artifact and PyTorch runs see the same random numbers. The initial noise comes from
+    # torch's generator so a seed gives the latents it gives in diffusers.
+    scheduler = sampler_for(info.scheduler)
     generator = torch.Generator().manual_seed(seed)
     shape = (1, info.latent_channels, info.latent_height, info.latent_width)
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-    latents = latents * scheduler.init_noise_sigma
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
+    latents = (noise * info.scheduler.init_noise_sigma).astype(np.float32)
 
     unet = components["unet"]
-    for t in scheduler.timesteps:
-        sample = scheduler.scale_model_input(latents, t).numpy().astype(np.float32)
+    for t in scheduler.set_timesteps(steps):
+        sample = scheduler.scale_model_input(latents, t)
         timestep = np.array([float(t)], dtype=np.float32)
         noise_uncond = unet(
             {"sample": sample, "timestep": timestep, "encoder_hidden_states": uncond}
@@ -116,10 +154,10 @@ def run_pipeline(
         noise_cond = unet({"sample": sample, "timestep": timestep, "encoder_hidden_states": cond})[
             "noise_pred"
         ]
-        noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-        latents = scheduler.step(torch.from_numpy(noise), t, latents).prev_sample
+        guided = noise_uncond + np.float32(guidance_scale) * (noise_cond - noise_uncond)
+        latents = scheduler.step(guided, t, latents).prev_sample
 
-    z = (latents / info.vae_scaling_factor).numpy().astype(np.float32)
+    z = (latents / np.float32(info.vae_scaling_factor)).astype(np.float32)
     image = components["vae-decoder"]({"z": z})["image"][0]  # (3, H, W) in [-1, 1]
     return np.clip(image.transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -159,17 +197,9 @@ def _check_pipeline(manifest: Manifest) -> None:
 
 
 def _artifact_components(artifact_dir: Path, manifest: Manifest, threads: int | None):
-    from edgekit import exporters
 
-    exporter = exporters.get(manifest.format)
-    reason = exporter.host_runtime_unavailable_reason()
-    if reason:
-        raise GenerateError(
-            f"Cannot generate with the {manifest.format} artifact here: {reason}",
-            hint="generate with an onnx, executorch or tflite export of the same source.",
-        )
     return {
-        c.name: exporter.runtime(artifact_dir / c.model_file, c.inputs, c.outputs, threads=threads)
+        c.name: exporters.open_runtime(artifact_dir, manifest, c, threads=threads)
         for c in manifest.components
     }
 
@@ -189,6 +219,8 @@ def _pytorch_components(manifest: Manifest) -> dict[str, Component]:
             height=options.get("height"),
             width=options.get("width"),
             config=options.get("config"),
+            # The consent to read pickle-based weights given at export, recorded by the loader.
+            allow_pickle=bool(options.get("allow_pickle", False)),
         )
     except SourceError as exc:
         raise GenerateError(

@@ -11,7 +11,7 @@ from edgekit import models
 from edgekit.errors import SourceError, UnknownChoiceError
 
 # A non-degenerate output varies across its elements by at least this much (the transformers
-# 5.2x default init gives ~1e-41; see shared/VERSIONS.md).
+# 5.2x default init of a MobileViT built from a config gives logits of ~1e-41).
 MIN_OUTPUT_STD = 1e-3
 
 

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgekit import models
-from edgekit.artifact import read_manifest
+from edgekit import models, profiles
+from edgekit.artifact import read_manifest, write_bytes_atomic
 from edgekit.cli import app
-from edgekit.export import export_artifact
-from edgekit.generate import GenerateError, generate
+from edgekit.errors import NoHostRuntimeError, VerificationError
+from edgekit.export import VERIFY_SEEDS, export_artifact, export_for_target
+from edgekit.generate import MIN_PIPELINE_PSNR_DB, GenerateError, generate
+from edgekit.scheduling import SchedulerError, diffusers_config
 from edgekit.validate import TOLERANCES
 
 runner = CliRunner()
-# End-to-end fidelity of an fp32 export: tiny numeric differences through 4 denoising steps and
-# the decoder stay far below one grey level. A broken component lands below 40 dB.
-MIN_FP32_PIPELINE_PSNR_DB = 60.0
+MIN_FP32_PIPELINE_PSNR_DB = MIN_PIPELINE_PSNR_DB["fp32"]
 
 
 @pytest.fixture(scope="module")
 def sd_onnx(tmp_path_factory):
+    """tiny-sd on ONNX, exported for a target profile that pins the runtime to one thread."""
     out = tmp_path_factory.mktemp("sd-onnx")
-    folder, _ = export_artifact(models.load_pipeline("tiny-sd"), "onnx", out)
+    profile_file = out / "one-thread.toml"
+    profile_file.write_text('name = "one-thread"\nformat = "onnx"\n[runtime]\nthreads = 1\n')
+    pipeline = models.load_pipeline("tiny-sd")
+    folder, _ = export_for_target(pipeline, profiles.read_profile(profile_file), out)
     return folder
 
 
@@ -34,10 +41,16 @@ def test_pipeline_artifact_has_components_tokenizer_and_scheduler(sd_onnx):
     for component in manifest.components:
         assert (sd_onnx / component.model_file).is_file()
         assert component.verification.outputs[0].sqnr_db >= TOLERANCES["fp32"].min_sqnr_db
+        assert component.verification.input_seeds == list(VERIFY_SEEDS)  # several inputs each
     for name in [*manifest.pipeline.tokenizer_files, manifest.pipeline.scheduler_config_file]:
         assert (sd_onnx / name).is_file()
     assert {f.path for f in manifest.files} >= {"vocab.json", "merges.txt", "unet.onnx"}
     assert manifest.component("text-encoder").inputs[0].dtype == "int32"
+    # One source of truth: the manifest names the sampler; the diffusers file is derived from it.
+    scheduler = manifest.pipeline.scheduler
+    assert scheduler.algorithm == "ddim" and scheduler.beta_schedule == "scaled_linear"
+    written = json.loads((sd_onnx / manifest.pipeline.scheduler_config_file).read_text())
+    assert written == diffusers_config(scheduler) and written["_class_name"] == "DDIMScheduler"
 
 
 def test_generate_matches_pytorch(sd_onnx):
@@ -47,7 +60,7 @@ def test_generate_matches_pytorch(sd_onnx):
     assert result.psnr_db >= MIN_FP32_PIPELINE_PSNR_DB
 
 
-def test_generate_detects_a_broken_component(sd_onnx, monkeypatch):
+def test_generate_fails_on_a_broken_component_but_writes_the_images(sd_onnx, tmp_path, monkeypatch):
     from edgekit.exporters import onnx as onnx_exporter
 
     original = onnx_exporter.OnnxRuntime.__call__
@@ -57,8 +70,16 @@ def test_generate_detects_a_broken_component(sd_onnx, monkeypatch):
         return {k: v * np.float32(1.05) if k == "noise_pred" else v for k, v in results.items()}
 
     monkeypatch.setattr(onnx_exporter.OnnxRuntime, "__call__", shifted)
-    result = generate(sd_onnx, "a photo of sks cat", steps=4, seed=1)
-    assert result.psnr_db < MIN_FP32_PIPELINE_PSNR_DB
+    out = tmp_path / "cat.png"
+    args = ["--prompt", "a photo of sks cat", "--steps", "4", "--seed", "1", "--out", str(out)]
+    result = runner.invoke(app, ["generate", "--artifact", str(sd_onnx), *args])
+    assert result.exit_code == VerificationError.exit_code, result.output
+    assert "dB PSNR from the PyTorch pipeline's" in result.output
+    assert f"under the {MIN_FP32_PIPELINE_PSNR_DB:.1f} dB an fp32 pipeline must reach" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    assert out.is_file() and (tmp_path / "cat-pytorch.png").is_file()  # to look at
 
 
 def test_seed_and_prompt_change_the_image(sd_onnx):
@@ -71,26 +92,44 @@ def test_seed_and_prompt_change_the_image(sd_onnx):
 
 def test_cli_generate_writes_png_and_reports_psnr(sd_onnx, tmp_path):
     out = tmp_path / "cat.png"
-    result = runner.invoke(
-        app,
-        [
-            "generate",
-            "--artifact",
-            str(sd_onnx),
-            "--prompt",
-            "a photo of sks cat",
-            "--steps",
-            "4",
-            "--seed",
-            "1",
-            "--out",
-            str(out),
-        ],
-    )
+    previous_umask = os.umask(0o022)
+    try:
+        result = runner.invoke(
+            app,
+            [
+                "generate",
+                "--artifact",
+                str(sd_onnx),
+                "--prompt",
+                "a photo of sks cat",
+                "--steps",
+                "4",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+            ],
+        )
+    finally:
+        os.umask(previous_umask)
     assert result.exit_code == 0, result.output
     assert "PSNR artifact vs PyTorch" in result.output
+    assert f"fp32 needs >= {MIN_FP32_PIPELINE_PSNR_DB:.1f} dB" in " ".join(result.output.split())
     assert Image.open(out).size == (32, 32)
     assert (tmp_path / "cat-pytorch.png").is_file()
+    # Images get what open() gives any file (0666 minus the umask), not a temp file's 0600.
+    for image in (out, tmp_path / "cat-pytorch.png"):
+        assert image.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_reports_and_images_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = write_bytes_atomic(tmp_path / "report.json", b"{}")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_tflite_pipeline_and_generate(tmp_path):
@@ -121,7 +160,7 @@ def test_coreml_pipeline_uses_apple_resource_names(tmp_path):
     assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     if manifest.status == "structure-only":  # Linux: say so, and refuse to generate
         assert "Numerics NOT checked" in result.output
-        with pytest.raises(GenerateError, match="can only run on macOS/iOS"):
+        with pytest.raises(NoHostRuntimeError, match="Cannot generate with the coreml artifact"):
             generate(folder, "a cat", steps=1)
 
 
@@ -132,8 +171,26 @@ def test_generate_needs_a_full_pipeline(tmp_path, sd_pipeline_folder):
     with pytest.raises(GenerateError, match="lacks text-encoder, vae-decoder"):
         generate(folder, "a cat", steps=1)
     mobilevit, _ = export_artifact(models.load("tiny-mobilevit"), "onnx", tmp_path)
-    result = runner.invoke(app, ["generate", "--artifact", str(mobilevit), "--prompt", "x"])
-    assert result.exit_code != 0 and "not a Stable Diffusion pipeline" in result.output
+    new_dir = tmp_path / "newdir"
+    result = runner.invoke(
+        app,
+        ["generate", "--artifact", str(mobilevit), "--prompt", "x", "--out", f"{new_dir}/x.png"],
+    )
+    assert result.exit_code == GenerateError.exit_code
+    assert "not a Stable Diffusion pipeline" in result.output
+    assert not new_dir.exists()  # every input is checked before any output is created
+
+
+@pytest.mark.parametrize(("steps", "message"), [("0", "--steps 0"), ("1001", "--steps 1001")])
+def test_generate_refuses_a_step_count_before_creating_output(sd_onnx, tmp_path, steps, message):
+    new_dir = tmp_path / "newdir"
+    result = runner.invoke(
+        app,
+        ["generate", "-a", str(sd_onnx), "-p", "x", "--steps", steps, "--out", f"{new_dir}/x.png"],
+    )
+    assert result.exit_code == SchedulerError.exit_code == GenerateError.exit_code
+    assert f"{message} is not allowed" in result.output
+    assert not new_dir.exists()
 
 
 def test_pipeline_folder_exports_with_its_own_tokenizer(sd_pipeline_folder, tmp_path):
@@ -159,13 +216,22 @@ def test_bench_times_each_component_against_its_pytorch_module(sd_onnx):
     )
     for result in report.results:
         if result.format == "onnx":
-            assert result.speedup_vs_pytorch > 0 and result.model_size_bytes > 0
-            assert result.model_kind.startswith("sd-")
+            component = read_manifest(sd_onnx).component(result.name.split("/")[1])
+            files = read_manifest(sd_onnx).files
+            assert result.model_size_bytes == sum(
+                f.size_bytes for f in files if f.path.startswith(component.model_file)
+            )
+            assert result.model_kind == component.model_kind
 
 
-def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path):
+def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("denoising started before the output folder was checked")
+
+    monkeypatch.setattr("edgekit.generate.run_pipeline", must_not_run)
     result = runner.invoke(
         app,
         [
@@ -180,3 +246,12 @@ def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path)
     )
     assert result.exit_code != 0 and "Cannot write to output folder" in result.output
     assert "Traceback" not in result.output
+
+
+def test_generate_runtimes_use_the_artifacts_profile_settings(sd_onnx):
+    from edgekit.generate import _artifact_components
+
+    manifest = read_manifest(sd_onnx)
+    for threads, expected in ((None, 1), (2, 2)):  # the profile's 1, or the --threads flag
+        for runtime in _artifact_components(sd_onnx, manifest, threads).values():
+            assert runtime.session.get_session_options().intra_op_num_threads == expected

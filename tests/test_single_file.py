@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from edgekit import models
 from edgekit.artifact import read_manifest
 from edgekit.cli import app
-from edgekit.errors import SourceError
+from edgekit.errors import PickleRefusedError, SourceError
 from tests.ldm_checkpoint import write_ldm_checkpoint
 
 runner = CliRunner()
@@ -45,7 +45,10 @@ def test_single_file_components_equal_the_diffusers_ones(
         if suffix == ".safetensors"
         else write_ldm_checkpoint(*_tiny_modules(), tmp_path / "sks.ckpt")
     )
-    from_file = models.load_pipeline(checkpoint, config=sd_pipeline_folder)
+    # A .ckpt is a pickle: read only with the user's consent (restricted unpickler).
+    from_file = models.load_pipeline(
+        checkpoint, config=sd_pipeline_folder, allow_pickle=suffix == ".ckpt"
+    )
     reference = models.load_pipeline(sd_pipeline_folder)
     assert list(from_file.components) == ["text-encoder", "unet", "vae-decoder"]
     assert from_file.source.kind == "ldm-checkpoint"
@@ -87,8 +90,11 @@ def test_checkpoint_without_config_is_refused(ldm_safetensors):
 def test_pickled_objects_are_refused_with_a_hint(tmp_path, sd_pipeline_folder):
     checkpoint = tmp_path / "trainer.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hparams": NotATensor()}, checkpoint)
-    with pytest.raises(SourceError, match="pickled Python objects"):
+    with pytest.raises(PickleRefusedError, match="--allow-pickle"):
         models.load_pipeline(checkpoint, config=sd_pipeline_folder)
+    with pytest.raises(SourceError, match="pickled Python objects") as refused:
+        models.load_pipeline(checkpoint, config=sd_pipeline_folder, allow_pickle=True)
+    assert "NotATensor" in str(refused.value)  # names what it would have had to build
 
 
 def test_truncated_checkpoint(tmp_path, sd_pipeline_folder, ldm_safetensors):

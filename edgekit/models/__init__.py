@@ -76,11 +76,15 @@ def load(
     width: int | None = None,
     batch_size: int = 1,
     config: str | Path | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a preset name or a model folder into an export-ready `LoadedModel`.
 
     `component` (default "unet"), `height`, `width` and `config` (the diffusers folder that goes
-    with a single-file checkpoint) apply to Stable Diffusion sources only.
+    with a single-file checkpoint) apply to Stable Diffusion sources only. `allow_pickle` is the
+    user's consent (--allow-pickle) to read pickle-based weights (.bin, .ckpt), which are then
+    read with torch's restricted unpickler; without it they are refused. A source read that way
+    records `allow_pickle: True` in its `source.options`, so passing those options back reloads it.
     """
     if batch_size < 1:
         raise SourceError(f"Batch size {batch_size} is not allowed.", hint="use 1 or more.")
@@ -106,7 +110,7 @@ def load(
 
         _reject_sd_options(name, component, height, width)
         if isinstance(source, Path):
-            return mobilevit.load_folder(source, batch_size=batch_size)
+            return mobilevit.load_folder(source, batch_size=batch_size, allow_pickle=allow_pickle)
         return mobilevit.load_preset(name, batch_size=batch_size)
     from edgekit.models import stable_diffusion
 
@@ -117,6 +121,7 @@ def load(
         width=width,
         batch_size=batch_size,
         config=Path(config) if config else None,
+        allow_pickle=allow_pickle,
     )
 
 
@@ -127,8 +132,11 @@ def load_pipeline(
     height: int | None = None,
     width: int | None = None,
     config: str | Path | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedPipeline:
-    """Load the chosen (default: all available) components of a Stable Diffusion source."""
+    """Load the chosen (default: all available) components of a Stable Diffusion source.
+
+    `allow_pickle`: as for `load`."""
     if not is_stable_diffusion(source):
         raise SourceError(
             f"'{source}' is not a Stable Diffusion source, so it has no pipeline components.",
@@ -143,6 +151,7 @@ def load_pipeline(
         height=height,
         width=width,
         config=Path(config) if config else None,
+        allow_pickle=allow_pickle,
     )
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from edgekit.scheduling import SchedulerSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,17 +29,100 @@ class TensorSpec(BaseModel):
     )
 
 
-class Preprocessing(BaseModel):
-    """How a raw image becomes the model's input. Demo apps read this from the manifest."""
+class ResizeRule(StrEnum):
+    """How the decoded photo is resized before the crop."""
 
-    resize_shortest_edge: int = Field(description="Resize so the shorter side has this length.")
-    crop_height: int
-    crop_width: int
-    rescale_factor: float = Field(description="Multiply 0-255 pixel values by this first.")
-    mean: list[float]
-    std: list[float]
-    channel_order: str = Field(description="'RGB' or 'BGR' (MobileViT expects BGR).")
-    layout: str = "NCHW"
+    # The shorter side becomes `resize_shortest_edge`; the longer one
+    # int(resize_shortest_edge * longer / shorter), as Hugging Face computes it: truncated, not
+    # rounded, so a 451x300 photo at 288 becomes 432x288, not 433x288.
+    SHORTEST_EDGE = "shortest-edge"
+    # Exactly `resize_height` x `resize_width`; the aspect ratio is not kept.
+    EXACT = "exact"
+    NONE = "none"
+
+
+class Interpolation(StrEnum):
+    """Pillow's resampling filters by name; Hugging Face configs store their int codes."""
+
+    NEAREST = "nearest"  # 0
+    LANCZOS = "lanczos"  # 1
+    BILINEAR = "bilinear"  # 2
+    BICUBIC = "bicubic"  # 3
+    BOX = "box"  # 4
+    HAMMING = "hamming"  # 5
+
+
+class CropRule(StrEnum):
+    # Window of crop_height x crop_width at top = (H - crop_height) // 2, left = (W - crop_width)
+    # // 2; an image smaller than the window is first zero-padded, ceil of half the gap on the
+    # top/left (pixel value 0 before rescale and normalize).
+    CENTER = "center"
+    NONE = "none"
+
+
+class ChannelOrder(StrEnum):
+    RGB = "RGB"
+    BGR = "BGR"
+
+
+class Layout(StrEnum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class Preprocessing(BaseModel):
+    """How a photo becomes the model's input tensor. Demo apps read this from the manifest.
+
+    Steps, in this order (edgekit.preprocess implements them with Pillow and numpy and gives
+    tensors identical to Hugging Face's PIL image processor):
+      1. decode; apply the EXIF orientation; convert to 8-bit RGB (Pillow's convert("RGB"):
+         alpha is dropped, greyscale repeated, palette expanded);
+      2. resize the 8-bit image with Pillow's filter `interpolation` (rule `resize`);
+      3. crop (rule `crop`);
+      4. multiply by `rescale_factor` in float64, then round once to float32;
+      5. (x - mean) / std per channel in float32, mean and std in RGB order;
+      6. reorder channels to `channel_order`, then lay out as `layout` with a batch axis of 1.
+    """
+
+    resize: ResizeRule = Field(description="Resize rule; see the sizes it needs.")
+    resize_shortest_edge: int | None = Field(
+        None, ge=1, description="Pixels of the shorter side after resizing (rule shortest-edge)."
+    )
+    resize_height: int | None = Field(None, ge=1, description="Pixels (rule exact).")
+    resize_width: int | None = Field(None, ge=1, description="Pixels (rule exact).")
+    interpolation: Interpolation = Field(description="Pillow resampling filter of the resize.")
+    crop: CropRule = Field(description="'center': crop_height x crop_width window; 'none'.")
+    crop_height: int | None = Field(None, ge=1, description="Pixels (rule center).")
+    crop_width: int | None = Field(None, ge=1, description="Pixels (rule center).")
+    rescale_factor: float = Field(gt=0, description="Multiply 0-255 pixel values by this first.")
+    mean: list[float] = Field(min_length=3, max_length=3, description="Per channel, RGB order.")
+    std: list[float] = Field(min_length=3, max_length=3, description="Per channel, RGB order.")
+    channel_order: ChannelOrder = Field(description="MobileViT expects BGR.")
+    layout: Layout = Layout.NCHW
+
+    @model_validator(mode="after")
+    def _sizes_match_rules(self) -> Preprocessing:
+        if self.resize == ResizeRule.SHORTEST_EDGE and self.resize_shortest_edge is None:
+            raise ValueError("resize 'shortest-edge' needs resize_shortest_edge")
+        if self.resize == ResizeRule.EXACT and (
+            self.resize_height is None or self.resize_width is None
+        ):
+            raise ValueError("resize 'exact' needs resize_height and resize_width")
+        if self.crop == CropRule.CENTER and (self.crop_height is None or self.crop_width is None):
+            raise ValueError("crop 'center' needs crop_height and crop_width")
+        if self.crop == CropRule.NONE and self.resize != ResizeRule.EXACT:
+            # Any other rule gives each photo its own size; exported models take one fixed size.
+            raise ValueError("crop 'none' needs resize 'exact', so every photo gets one size")
+        if any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+        return self
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of every preprocessed image."""
+        if self.crop == CropRule.CENTER:
+            return self.crop_height, self.crop_width
+        return self.resize_height, self.resize_width
 
 
 class SourceInfo(BaseModel):
@@ -101,7 +187,15 @@ class PipelineInfo(BaseModel):
     image_width: int
     text_max_length: int
     tokenizer_files: list[str] = Field(default_factory=list)
-    scheduler_config_file: str | None = None
+    scheduler: SchedulerSpec = Field(
+        description="The denoising loop: sampler and every parameter (the source's noise "
+        "schedule, edgekit's DDIM sampler). The one source of truth for scheduling."
+    )
+    scheduler_config_file: str | None = Field(
+        None,
+        description="A diffusers DDIMScheduler config derived from `scheduler` (same values), "
+        "for diffusers users.",
+    )
 
 
 @dataclass

@@ -11,15 +11,19 @@ from torch import nn
 
 from edgekit.errors import SourceError
 from edgekit.models.base import (
+    ChannelOrder,
+    CropRule,
+    Interpolation,
     LoadedModel,
     Preprocessing,
+    ResizeRule,
     SourceInfo,
     TensorSpec,
     sha256_of_files,
     sha256_of_text,
 )
-from edgekit.models.init import reinitialize
-from edgekit.models.weights import check_weight_files
+from edgekit.models.init import calibrate_batchnorm, reinitialize
+from edgekit.models.weights import check_weight_files, consent_option, uses_pickle
 
 # Published architecture configs (apple/mobilevit-*), minus the 1000 ImageNet label names, which
 # are replaced with class_<i> since preset weights are random anyway.
@@ -57,8 +61,25 @@ MOBILEVIT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 PRESET_SEED = 0
+# Changes whenever the preset weight recipe does, so a preset artifact's source sha256 stops
+# matching weights it was not exported from. v2: BatchNorm statistics calibrated on seeded images.
+PRESET_INIT_VERSION = 2
+# Seeded random images whose activations set the presets' BatchNorm statistics.
+_CALIBRATION_BATCHES = 4
+_CALIBRATION_BATCH_SIZE = 8
 # The published image processor resizes the shorter edge to 288 and center-crops 256.
 _RESIZE_OVER_CROP = 288 / 256
+_NO_NORMALIZATION_MEAN = (0.0, 0.0, 0.0)
+_NO_NORMALIZATION_STD = (1.0, 1.0, 1.0)
+# Pillow's resampling filter codes, as Hugging Face preprocessor configs store them.
+_PIL_RESAMPLE_CODES = {
+    0: Interpolation.NEAREST,
+    1: Interpolation.LANCZOS,
+    2: Interpolation.BILINEAR,
+    3: Interpolation.BICUBIC,
+    4: Interpolation.BOX,
+    5: Interpolation.HAMMING,
+}
 
 
 class MobileViTClassifier(nn.Module):
@@ -90,10 +111,18 @@ def load_preset(name: str, *, batch_size: int = 1) -> LoadedModel:
         **recipe, id2label={i: f"class_{i}" for i in range(recipe["num_labels"])}
     )
     model = reinitialize(MobileViTForImageClassification(config), seed=PRESET_SEED)
+    generator = torch.Generator().manual_seed(PRESET_SEED)
+    size = config.image_size
+    batches = [
+        (torch.rand(_CALIBRATION_BATCH_SIZE, 3, size, size, generator=generator),)
+        for _ in range(_CALIBRATION_BATCHES)
+    ]
+    calibrate_batchnorm(model, batches)
+    recipe_id = {"recipe": recipe, "seed": PRESET_SEED, "init": PRESET_INIT_VERSION}
     source = SourceInfo(
         kind="preset",
         path=name,
-        sha256=sha256_of_text(json.dumps({"recipe": recipe, "seed": PRESET_SEED}, sort_keys=True)),
+        sha256=sha256_of_text(json.dumps(recipe_id, sort_keys=True)),
         is_preset=True,
         random_weights=True,
         options={"batch_size": batch_size},
@@ -101,12 +130,23 @@ def load_preset(name: str, *, batch_size: int = 1) -> LoadedModel:
     return _wrap(model, config, _default_preprocessing(config.image_size), source, batch_size)
 
 
-def load_folder(path: Path, *, batch_size: int = 1) -> LoadedModel:
+def load_folder(path: Path, *, batch_size: int = 1, allow_pickle: bool = False) -> LoadedModel:
+    """`allow_pickle`: the user's consent to read a pytorch_model.bin (restricted unpickler)."""
     from transformers import MobileViTForImageClassification
 
-    weight_files = check_weight_files(path, ["model.safetensors", "pytorch_model.bin"])
+    weight_files = check_weight_files(
+        path,
+        ["model.safetensors", "pytorch_model.bin"],
+        allow_pickle=allow_pickle,
+        loader="transformers.MobileViTForImageClassification",
+    )
+    pickled = uses_pickle(weight_files)
     try:
-        model = MobileViTForImageClassification.from_pretrained(path, local_files_only=True)
+        # Exactly the file checked above: use_safetensors=False only where a .bin was consented
+        # to, and transformers 5 reads it with torch.load(weights_only=True), as passed here.
+        model = MobileViTForImageClassification.from_pretrained(
+            path, local_files_only=True, use_safetensors=not pickled, weights_only=True
+        )
     except Exception as exc:  # transformers raises many types for one cause: unreadable weights
         raise SourceError(
             f"Could not load MobileViT weights from {path}: {str(exc).splitlines()[0]}",
@@ -124,7 +164,7 @@ def load_folder(path: Path, *, batch_size: int = 1) -> LoadedModel:
         sha256=sha256_of_files(files, root=path),
         is_preset=False,
         random_weights=False,
-        options={"batch_size": batch_size},
+        options={"batch_size": batch_size, **consent_option(pickled)},
     )
     preprocessing = _preprocessing_from_folder(processor_file, config.image_size)
     return _wrap(model, config, preprocessing, source, batch_size)
@@ -138,7 +178,7 @@ def _wrap(
     batch_size: int,
 ) -> LoadedModel:
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    height, width = preprocessing.crop_height, preprocessing.crop_width
+    height, width = preprocessing.output_size
     return LoadedModel(
         module=MobileViTClassifier(model).eval(),
         model_kind="mobilevit-classifier",
@@ -158,22 +198,34 @@ def _wrap(
 
 
 def _default_preprocessing(image_size: int) -> Preprocessing:
+    """The published apple/mobilevit-* preprocessor_config.json, scaled to `image_size`.
+
+    Those files say size 288 (shorter edge), crop_size 256, resample 2 (Pillow bilinear) and
+    do_flip_channels true; MobileViT's processor never normalizes.
+    """
     return Preprocessing(
+        resize=ResizeRule.SHORTEST_EDGE,
         resize_shortest_edge=round(image_size * _RESIZE_OVER_CROP),
+        interpolation=Interpolation.BILINEAR,
+        crop=CropRule.CENTER,
         crop_height=image_size,
         crop_width=image_size,
         rescale_factor=1 / 255,
-        mean=[0.0, 0.0, 0.0],
-        std=[1.0, 1.0, 1.0],
-        channel_order="BGR",
+        mean=list(_NO_NORMALIZATION_MEAN),
+        std=list(_NO_NORMALIZATION_STD),
+        channel_order=ChannelOrder.BGR,
     )
 
 
 def _preprocessing_from_folder(processor_file: Path, image_size: int) -> Preprocessing:
-    """Read MobileViTImageProcessor's settings; fall back to the published defaults."""
-    base = _default_preprocessing(image_size)
+    """MobileViTImageProcessor's settings as transformers itself resolves them.
+
+    transformers parses the file (legacy int sizes, missing keys -> its class defaults), so the
+    block equals what its processor does with this folder (except without a crop: see below);
+    no file: the published defaults.
+    """
     if not processor_file.is_file():
-        return base
+        return _default_preprocessing(image_size)
     try:
         settings = json.loads(processor_file.read_text())
     except json.JSONDecodeError as exc:
@@ -181,28 +233,74 @@ def _preprocessing_from_folder(processor_file: Path, image_size: int) -> Preproc
             f"{processor_file} is not valid JSON ({exc.msg}, line {exc.lineno}).",
             hint="fix or delete it; edgekit then uses MobileViT's published preprocessing.",
         ) from exc
-    crop = settings.get("crop_size") or {}
-    size = settings.get("size") or {}
-    crop_h = (
-        int(crop.get("height", base.crop_height))
-        if settings.get("do_center_crop", True)
-        else image_size
+    try:
+        # The PIL backend: the one edgekit.preprocess reproduces bit for bit. Older transformers
+        # have no backends and name the same PIL processor MobileViTImageProcessor.
+        from transformers import MobileViTImageProcessorPil as Processor
+    except ImportError:
+        from transformers import MobileViTImageProcessor as Processor
+    try:
+        processor = Processor.from_dict(settings)
+    except Exception as exc:  # transformers raises many types for one cause: unusable settings
+        raise SourceError(
+            f"{processor_file} has settings transformers cannot use: {str(exc).splitlines()[0]}",
+            hint="fix or delete it; edgekit then uses MobileViT's published preprocessing.",
+        ) from exc
+
+    resize = {"resize": ResizeRule.NONE}
+    size = processor.size
+    if processor.do_resize:
+        if size.shortest_edge and not size.longest_edge:
+            resize = {
+                "resize": ResizeRule.SHORTEST_EDGE,
+                "resize_shortest_edge": size.shortest_edge,
+            }
+        elif size.height and size.width:
+            resize = {
+                "resize": ResizeRule.EXACT,
+                "resize_height": size.height,
+                "resize_width": size.width,
+            }
+        else:
+            given = {k: v for k, v in dict(size).items() if v is not None}
+            raise SourceError(
+                f"{processor_file} resizes with size {given}; edgekit supports "
+                "{'shortest_edge': N} or {'height': H, 'width': W}.",
+                hint="use one of those sizes (MobileViT's own configs use shortest_edge).",
+            )
+    if processor.do_center_crop:
+        crop = {
+            "crop": CropRule.CENTER,
+            "crop_height": processor.crop_size.height,
+            "crop_width": processor.crop_size.width,
+        }
+    elif resize["resize"] == ResizeRule.EXACT:
+        crop = {"crop": CropRule.NONE}
+    else:
+        # Without a crop transformers hands the model each photo at its own size; an exported
+        # model takes one size, so edgekit center-crops to the model's image_size instead.
+        crop = {"crop": CropRule.CENTER, "crop_height": image_size, "crop_width": image_size}
+    # A null resample makes the processor fall back to bilinear.
+    resample = processor.resample
+    interpolation = (
+        Interpolation.BILINEAR
+        if resample is None
+        else _PIL_RESAMPLE_CODES.get(resample if isinstance(resample, int) else -1)
     )
-    crop_w = (
-        int(crop.get("width", base.crop_width))
-        if settings.get("do_center_crop", True)
-        else image_size
-    )
-    mean = settings.get("image_mean", base.mean) if settings.get("do_normalize") else base.mean
-    std = settings.get("image_std", base.std) if settings.get("do_normalize") else base.std
+    if interpolation is None:
+        raise SourceError(
+            f"{processor_file} has resample {processor.resample!r}; edgekit knows Pillow's "
+            f"filters {sorted(_PIL_RESAMPLE_CODES)} ({', '.join(i.value for i in Interpolation)}).",
+            hint="use a Pillow filter code (2 = bilinear, 3 = bicubic).",
+        )
     return Preprocessing(
-        resize_shortest_edge=int(size.get("shortest_edge", base.resize_shortest_edge)),
-        crop_height=crop_h,
-        crop_width=crop_w,
-        rescale_factor=float(settings.get("rescale_factor", base.rescale_factor))
-        if settings.get("do_rescale", True)
-        else 1.0,
-        mean=[float(v) for v in mean],
-        std=[float(v) for v in std],
-        channel_order="BGR" if settings.get("do_flip_channel_order", True) else "RGB",
+        **resize,
+        interpolation=interpolation,
+        **crop,
+        rescale_factor=float(processor.rescale_factor) if processor.do_rescale else 1.0,
+        # MobileViT's processor (both backends) ignores do_normalize, image_mean and image_std:
+        # the models were trained on unnormalized [0, 1] pixels, whatever the file says.
+        mean=list(_NO_NORMALIZATION_MEAN),
+        std=list(_NO_NORMALIZATION_STD),
+        channel_order=ChannelOrder.BGR if processor.do_flip_channel_order else ChannelOrder.RGB,
     )

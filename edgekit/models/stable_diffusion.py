@@ -32,7 +32,14 @@ from edgekit.models.base import (
     sha256_of_text,
 )
 from edgekit.models.init import reinitialize
-from edgekit.models.weights import check_weight_files
+from edgekit.models.weights import (
+    check_pickle_consent,
+    check_weight_files,
+    checkpoint_convert_command,
+    consent_option,
+    uses_pickle,
+)
+from edgekit.scheduling import SchedulerSpec, diffusers_config, spec_from_source_config
 
 COMPONENTS = ["text-encoder", "unet", "vae-decoder"]
 TEXT_SEQUENCE_LENGTH = clip_tokenizer.MAX_LENGTH
@@ -112,7 +119,9 @@ _TINY_VAE: dict[str, Any] = {
     "sample_size": 32,
     "scaling_factor": SD_VAE_SCALING_FACTOR,
 }
-# SD 1.5's scheduler_config.json; generate reads it into a deterministic DDIM scheduler.
+# SD 1.5's scheduler_config.json (a PNDM sampler over SD's trained noise schedule). Presets and
+# folders without scheduler/ get this noise schedule; the artifact records it as a DDIM
+# SchedulerSpec (edgekit's sampler, see edgekit/scheduling.py), not as PNDM.
 SD15_SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "PNDMScheduler",
     "beta_start": 0.00085,
@@ -228,8 +237,16 @@ class _PresetSource:
             options=options,
         )
 
+    def scheduler_spec(self) -> SchedulerSpec:
+        return spec_from_source_config(
+            SD15_SCHEDULER_CONFIG, origin=f"The {self.name} preset's scheduler config"
+        )
+
     def write_assets(self, folder: Path) -> list[Path]:
-        return [*clip_tokenizer.write_tokenizer_files(folder), _write_default_scheduler(folder)]
+        return [
+            *clip_tokenizer.write_tokenizer_files(folder),
+            _write_scheduler(folder, self.scheduler_spec()),
+        ]
 
 
 class _FolderSource:
@@ -237,9 +254,11 @@ class _FolderSource:
 
     _SUBFOLDERS = {"text-encoder": "text_encoder", "unet": "unet", "vae-decoder": "vae"}
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, allow_pickle: bool = False) -> None:
         self.path = path
         self.is_pipeline = (path / "model_index.json").is_file()
+        self.allow_pickle = allow_pickle  # the user's consent to read .bin weights
+        self._pickled: set[str] = set()  # components read from a pickle-based file
 
     def _dir(self, component: str) -> Path:
         return self.path / self._SUBFOLDERS[component] if self.is_pipeline else self.path
@@ -267,12 +286,27 @@ class _FolderSource:
         folder = self._dir(component)
         if component == "text-encoder":
             loader, weights = CLIPTextModel, ["model.safetensors", "pytorch_model.bin"]
+            # transformers 5 reads a .bin with torch.load(weights_only=True): passed explicitly.
+            extra: dict[str, Any] = {"weights_only": True}
         else:
             loader = UNet2DConditionModel if component == "unet" else AutoencoderKL
             weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
-        weight_files = check_weight_files(folder, weights)
+            # diffusers 0.42 reads a .bin with torch.load(weights_only=True) unconditionally.
+            extra = {}
+        weight_files = check_weight_files(
+            folder,
+            weights,
+            allow_pickle=self.allow_pickle,
+            loader=f"{loader.__module__.split('.')[0]}.{loader.__name__}",
+        )
+        pickled = uses_pickle(weight_files)
+        if pickled:
+            self._pickled.add(component)
         try:
-            module = loader.from_pretrained(folder, local_files_only=True)
+            # use_safetensors pins the file checked above: a .bin only where it was consented to.
+            module = loader.from_pretrained(
+                folder, local_files_only=True, use_safetensors=not pickled, **extra
+            )
         except Exception as exc:  # the libraries raise many types for one cause: unreadable weights
             raise SourceError(
                 f"Could not load the {component} from {folder}: {str(exc).splitlines()[0]}",
@@ -280,6 +314,10 @@ class _FolderSource:
             ) from exc
         digest = sha256_of_files([*weight_files, folder / "config.json"], root=self.path)
         return module.eval(), digest
+
+    def reads_pickle(self, component: str | None) -> bool:
+        """Whether `component` (None: any component) came from a pickle-based file."""
+        return component in self._pickled if component else bool(self._pickled)
 
     def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
         return SourceInfo(
@@ -289,8 +327,15 @@ class _FolderSource:
             is_preset=False,
             random_weights=False,
             component=component,
-            options=options,
+            options={**options, **consent_option(self.reads_pickle(component))},
         )
+
+    def scheduler_spec(self) -> SchedulerSpec:
+        """The source's noise schedule, sampled with DDIM; SD 1.5's when it ships none."""
+        config = self.path / "scheduler" / SCHEDULER_FILE
+        if not config.is_file():
+            return spec_from_source_config(SD15_SCHEDULER_CONFIG, origin="SD 1.5's scheduler")
+        return spec_from_source_config(_read_json(config), origin=str(config))
 
     def write_assets(self, folder: Path) -> list[Path]:
         written = []
@@ -303,12 +348,7 @@ class _FolderSource:
         else:
             # SD 1.x always uses CLIP's BPE vocabulary; the packaged copy is that file.
             written += clip_tokenizer.write_tokenizer_files(folder)
-        scheduler = self.path / "scheduler" / "scheduler_config.json"
-        if not scheduler.is_file():
-            return [*written, _write_default_scheduler(folder)]
-        target = folder / SCHEDULER_FILE
-        target.write_bytes(scheduler.read_bytes())
-        return [*written, target]
+        return [*written, _write_scheduler(folder, self.scheduler_spec())]
 
 
 class _SingleFileSource(_FolderSource):
@@ -317,7 +357,15 @@ class _SingleFileSource(_FolderSource):
 
     CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
-    def __init__(self, checkpoint: Path, config: Path | None) -> None:
+    def __init__(
+        self, checkpoint: Path, config: Path | None, *, allow_pickle: bool = False
+    ) -> None:
+        if checkpoint.suffix != ".safetensors":  # .ckpt; a disguised .safetensors fails its check
+            check_pickle_consent(
+                checkpoint,
+                allow_pickle=allow_pickle,
+                convert_command=checkpoint_convert_command(checkpoint),
+            )
         if config is None:
             raise SourceError(
                 f"{checkpoint} is a single-file checkpoint, which needs --config: a local "
@@ -330,7 +378,7 @@ class _SingleFileSource(_FolderSource):
                 f"--config {config} has no unet/config.json.",
                 hint="pass a diffusers pipeline folder (as save_pretrained writes it).",
             )
-        super().__init__(config)
+        super().__init__(config, allow_pickle=allow_pickle)
         self.is_pipeline = True  # configs are read from the subfolders of the config folder
         self.checkpoint_path = checkpoint
         self._state: dict[str, torch.Tensor] | None = None
@@ -340,27 +388,25 @@ class _SingleFileSource(_FolderSource):
         if self._state is None:
             from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
-            from edgekit.models.weights import check_safetensors
+            from edgekit.models.weights import check_safetensors, load_pickled_weights
 
-            if self.checkpoint_path.suffix == ".safetensors":
-                check_safetensors(self.checkpoint_path)
+            if self.reads_pickle(None):
+                # Read here, not by diffusers, so the restricted unpickler is ours to choose.
+                state = load_pickled_weights(self.checkpoint_path)
+                # Trainers nest the weights under "state_dict", as diffusers' loader unwraps.
+                while isinstance(state.get("state_dict"), dict):
+                    state = state["state_dict"]
+                self._state = state
+                return state
+            check_safetensors(self.checkpoint_path)
             try:
                 self._state = load_single_file_checkpoint(
                     str(self.checkpoint_path), local_files_only=True
                 )
-            except Exception as exc:  # torch.load raises UnpicklingError, RuntimeError, EOFError
-                pickled = _is_unpickling_refusal(exc)
+            except Exception as exc:  # safetensors damage that its header check did not show
                 raise SourceError(
-                    f"Could not read {self.checkpoint_path}: "
-                    + (
-                        "it holds pickled Python objects (e.g. OmegaConf configs), which edgekit "
-                        "does not unpickle."
-                        if pickled
-                        else str(exc).splitlines()[0]
-                    ),
-                    hint="save its 'state_dict' as .safetensors in a trusted environment"
-                    if pickled
-                    else "the file is truncated or not a checkpoint: copy it again.",
+                    f"Could not read {self.checkpoint_path}: {str(exc).splitlines()[0]}",
+                    hint="the file is truncated or not a checkpoint: copy it again.",
                 ) from exc
         return self._state
 
@@ -396,6 +442,9 @@ class _SingleFileSource(_FolderSource):
         config_digest = sha256_of_files([self.path / subfolder / "config.json"], root=self.path)
         return module.eval(), sha256_of_text(self._digest + config_digest)
 
+    def reads_pickle(self, component: str | None) -> bool:
+        return self.checkpoint_path.suffix != ".safetensors"  # every component is in the file
+
     def source_info(self, component: str | None, sha256: str, options: dict) -> SourceInfo:
         return SourceInfo(
             kind="ldm-checkpoint",
@@ -404,22 +453,19 @@ class _SingleFileSource(_FolderSource):
             is_preset=False,
             random_weights=False,
             component=component,
-            options={**options, "config": str(self.path)},
+            options={
+                **options,
+                "config": str(self.path),
+                **consent_option(self.reads_pickle(component)),
+            },
         )
 
 
-def _is_unpickling_refusal(exc: BaseException | None) -> bool:
-    """torch.load(weights_only=True) refusing arbitrary objects; diffusers wraps it in OSError."""
-    while exc is not None:
-        if "Unpickl" in type(exc).__name__ or "weights_only" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _write_default_scheduler(folder: Path) -> Path:
+def _write_scheduler(folder: Path, spec: SchedulerSpec) -> Path:
+    """The diffusers config derived from the manifest's spec (never the source's file as is):
+    diffusers users get the sampler that `generate` and the apps run."""
     target = folder / SCHEDULER_FILE
-    target.write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    target.write_text(json.dumps(diffusers_config(spec), indent=2) + "\n")
     return target
 
 
@@ -427,13 +473,15 @@ def is_single_file_checkpoint(path: Path) -> bool:
     return path.is_file() and path.suffix in _SingleFileSource.CHECKPOINT_SUFFIXES
 
 
-def _source(name_or_path: str | Path, config: Path | None = None) -> _PresetSource | _FolderSource:
+def _source(
+    name_or_path: str | Path, config: Path | None = None, *, allow_pickle: bool = False
+) -> _PresetSource | _FolderSource:
     if isinstance(name_or_path, str) and name_or_path in SD_PRESETS:
         return _PresetSource(name_or_path)
     path = Path(name_or_path)
     if is_single_file_checkpoint(path):
-        return _SingleFileSource(path, config)
-    return _FolderSource(path)
+        return _SingleFileSource(path, config, allow_pickle=allow_pickle)
+    return _FolderSource(path, allow_pickle=allow_pickle)
 
 
 # ---------------------------------------------------------------- public entry points
@@ -447,9 +495,10 @@ def load_component(
     width: int | None = None,
     batch_size: int = 1,
     config: Path | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """One component as an export-ready module (what `models.load` returns for SD sources)."""
-    src = _source(source, config)
+    src = _source(source, config, allow_pickle=allow_pickle)
     _check_component(component, src.available())
     shapes = _Shapes.from_configs(*src.configs(), height, width)  # fail before building
     module, digest = src.build(component)
@@ -464,13 +513,15 @@ def load_pipeline(
     height: int | None = None,
     width: int | None = None,
     config: Path | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedPipeline:
     """Several components (default: all the source has) for one pipeline artifact."""
-    src = _source(source, config)
+    src = _source(source, config, allow_pickle=allow_pickle)
     chosen = components or src.available()
     for component in chosen:
         _check_component(component, src.available())
     shapes = _Shapes.from_configs(*src.configs(), height, width)
+    scheduler = src.scheduler_spec()  # an unusable schedule fails before the slow build
     loaded: dict[str, LoadedModel] = {}
     for component in [c for c in COMPONENTS if c in chosen]:
         module, digest = src.build(component)
@@ -487,7 +538,7 @@ def load_pipeline(
     return LoadedPipeline(
         components=loaded,
         source=src.source_info(None, pipeline_digest, options),
-        info=shapes.info(),
+        info=shapes.info(scheduler),
         write_assets=src.write_assets,
     )
 
@@ -525,7 +576,7 @@ class _Shapes:
             scaling_factor=(vae or {}).get("scaling_factor", SD_VAE_SCALING_FACTOR),
         )
 
-    def info(self) -> PipelineInfo:
+    def info(self, scheduler: SchedulerSpec) -> PipelineInfo:
         return PipelineInfo(
             vae_scaling_factor=self.scaling_factor,
             vae_scale_factor=self.vae_factor,
@@ -536,6 +587,7 @@ class _Shapes:
             image_width=self.latent_w * self.vae_factor,
             text_max_length=TEXT_SEQUENCE_LENGTH,
             tokenizer_files=list(clip_tokenizer.TOKENIZER_FILES),
+            scheduler=scheduler,
             scheduler_config_file=SCHEDULER_FILE,
         )
 
