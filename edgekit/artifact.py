@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,10 +26,14 @@ from edgekit.errors import ArtifactError, OutputError
 from edgekit.models.base import PipelineInfo, Preprocessing, SourceInfo, TensorSpec
 from edgekit.validate import Verification
 
-MANIFEST_SCHEMA_VERSION = "2.0"
+# 3.0: verification over several inputs (input_seeds, centered SQNR, runtime_error), explicit
+# preprocessing and scheduler blocks.
+MANIFEST_SCHEMA_VERSION = "3.0"
 MANIFEST_NAME = "manifest.json"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
 _TEMP_PREFIX = ".edgekit-tmp-"
+
+log = logging.getLogger(__name__)
 
 
 class FileEntry(BaseModel):
@@ -38,7 +43,10 @@ class FileEntry(BaseModel):
 
 
 class ExportInfo(BaseModel):
-    duration_s: float
+    duration_s: float = Field(description="Seconds the converter took.")
+    verify_duration_s: float | None = Field(
+        None, description="Seconds the verification took (runtime load + runs + comparison)."
+    )
     details: dict[str, Any] = Field(default_factory=dict, description="Exporter-specific facts.")
 
 
@@ -118,10 +126,14 @@ def now_utc() -> str:
 
 
 def prepare_output_dir(out_dir: Path) -> Path:
-    """Create `out_dir` if needed and prove it is writable before any slow work starts."""
+    """Create `out_dir` if needed and prove it is writable before any slow work starts.
+
+    Also removes staging folders that a killed edgekit process left behind (their owner's pid
+    is in the name and no longer runs): a SIGKILL skips every `finally`.
+    """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f"{_TEMP_PREFIX}probe-{uuid.uuid4().hex}"
+        probe = out_dir / f"{_temp_prefix()}probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -129,38 +141,122 @@ def prepare_output_dir(out_dir: Path) -> Path:
             f"Cannot write to output folder '{out_dir}': {exc.strerror or exc}.",
             hint="choose a folder you can write to (--out).",
         ) from exc
+    _remove_orphaned_staging(out_dir)
     return out_dir
+
+
+def _temp_prefix() -> str:
+    return f"{_TEMP_PREFIX}{os.getpid()}-"
+
+
+def _remove_orphaned_staging(out_dir: Path) -> None:
+    for leftover in out_dir.glob(f"{_TEMP_PREFIX}*"):
+        pid_text = leftover.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 @contextmanager
 def staging_dir(out_dir: Path) -> Iterator[Path]:
     """A temp folder inside `out_dir` (same filesystem, so the final rename is atomic).
 
-    It is removed on any error or interrupt: a failed export leaves nothing behind.
+    It is removed on any error or interrupt: a failed export leaves nothing behind. After
+    `publish` swapped an old artifact out, the old one lives here and goes with it.
     """
-    staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=out_dir))
+    staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(), dir=out_dir))
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(staging: Path, manifest: Manifest, final_dir: Path) -> Path:
-    """Write the manifest into `staging` and move the folder to `final_dir` in one rename.
+def _publish_step(name: str) -> None:
+    """A named point between two steps of `publish`; tests interrupt publish here."""
 
-    An existing artifact at `final_dir` is replaced only once the new one is complete.
+
+def publish(staging: Path, manifest: Manifest, final_dir: Path) -> bool:
+    """Write the manifest into `staging` and make it `final_dir` in one atomic step.
+
+    An existing artifact at `final_dir` is swapped out in the same step (renameat2
+    RENAME_EXCHANGE on Linux, renamex_np RENAME_SWAP on macOS), so at every instant `final_dir`
+    holds the old complete artifact or the new complete one; the old one is then in `staging`,
+    which `staging_dir` removes. Returns True when an artifact was replaced.
     """
     manifest_path = staging / MANIFEST_NAME
     manifest_path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    _publish_step("manifest-written")
     staging.chmod(0o755)  # mkdtemp makes it 0700; artifacts are meant to be shared
-    if final_dir.exists():
-        retired = final_dir.with_name(f"{_TEMP_PREFIX}old-{uuid.uuid4().hex}")
-        os.replace(final_dir, retired)
-        os.replace(staging, final_dir)
-        shutil.rmtree(retired, ignore_errors=True)
+    _publish_step("permissions-set")
+    if not final_dir.exists():
+        os.rename(staging, final_dir)  # atomic; fails (not overwrites) if the name appeared
+        _publish_step("renamed")
+        return False
+    if not final_dir.is_dir():
+        raise OutputError(
+            f"'{final_dir}' exists and is not an artifact folder, so it is not replaced.",
+            hint="move that file away or pass another --name / --out.",
+        )
+    if _exchange(staging, final_dir):
+        _publish_step("swapped")
     else:
-        os.replace(staging, final_dir)
-    return final_dir
+        _replace_in_two_renames(staging, final_dir)
+    shutil.rmtree(staging, ignore_errors=True)  # the old artifact
+    _publish_step("old-removed")
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the OS or filesystem cannot."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        result = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 2
+        result = libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap)
+    else:
+        return False
+    if result == 0:
+        return True
+    log.debug("atomic exchange unavailable: %s", os.strerror(ctypes.get_errno()))
+    return False
+
+
+def _replace_in_two_renames(staging: Path, final_dir: Path) -> None:
+    """Fallback without an exchange syscall: old -> aside, new -> final. Between the two renames
+    `final_dir` is briefly missing; an interrupt there puts the old artifact back."""
+    aside = staging.with_name(f"{staging.name}-old")
+    os.rename(final_dir, aside)
+    try:
+        _publish_step("old-moved-aside")
+        os.rename(staging, final_dir)
+    except BaseException:
+        if not final_dir.exists():
+            os.rename(aside, final_dir)
+        raise
+    finally:
+        if aside.exists():
+            # Leave the old artifact where staging_dir's cleanup finds it.
+            shutil.rmtree(staging, ignore_errors=True)
+            os.rename(aside, staging)
+    _publish_step("swapped")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -175,6 +271,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             "wb", dir=path.parent, prefix=_TEMP_PREFIX, suffix=path.suffix, delete=False
         ) as handle:
             handle.write(data)
+        # NamedTemporaryFile creates the file 0600; a report or image is shared like any file
+        # the user writes, so it gets what open() would give it: 0666 minus the umask.
+        os.chmod(handle.name, 0o666 & ~_current_umask())
         os.replace(handle.name, path)
     except OSError as exc:
         raise OutputError(
@@ -182,6 +281,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             hint="choose a path in a folder you can write to.",
         ) from exc
     return path
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc). Elsewhere
+    os.umask must set it to read it; the stand-in 077 only makes a file that another thread
+    creates in that instant private, never more open."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
 
 
 def read_manifest(artifact_dir: Path) -> Manifest:

@@ -1,6 +1,6 @@
 """Export, then verify: the one function behind `edgekit export` and `edgekit quickstart`.
 
-Steps, numbered as in shared/DESIGN.md:
+Steps, numbered as in the README's "How it fits together" (load, plan precision, export, verify):
   1. the model is loaded by the caller (`edgekit.models.load` / `load_pipeline`);
   3. each component is exported into a staging folder;
   4. each runs on its host runtime and is compared with PyTorch (or, where no runtime exists on
@@ -14,6 +14,7 @@ import importlib.metadata
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,37 +31,32 @@ from edgekit.artifact import (
 )
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
-from edgekit.profiles import TargetProfile
+from edgekit.profiles import RuntimeSettings, TargetProfile
 from edgekit.validate import (
     ARTIFACT_STATUS,
     TOLERANCES,
     Verification,
     check_reference,
     compare_outputs,
+    runtime_failure,
 )
 
 log = logging.getLogger(__name__)
 
-VERIFY_SEED = 0
+# Verification inputs: at least two, so an artifact that ignores its input (or a reference that
+# does) shows. Classifiers get more: top-1 agreement over one input says little, and each run of
+# a classifier costs milliseconds. The first seed also makes the inputs the exporter traces with.
+VERIFY_SEEDS = (0, 1)
+CLASSIFIER_VERIFY_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 SINGLE_COMPONENT = "model"
-_TOOLS = [
-    "torch",
-    "numpy",
-    "transformers",
-    "diffusers",
-    "onnx",
-    "onnxruntime",
-    "onnxscript",
-    "executorch",
-    "litert-torch",
-    "ai-edge-litert",
-    "coremltools",
-]
+# Packages every artifact's numbers depend on; each exporter adds its converter and runtime
+# (`Exporter.tool_packages`), so the manifest names exactly what made and checked this artifact.
+_COMMON_TOOLS = ("torch", "numpy", "transformers", "diffusers")
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(exporter: exporters.Exporter) -> dict[str, str]:
     versions = {"edgekit": __version__}
-    for tool in _TOOLS:
+    for tool in (*_COMMON_TOOLS, *exporter.tool_packages):
         try:
             versions[tool] = importlib.metadata.version(tool)
         except importlib.metadata.PackageNotFoundError:
@@ -82,11 +78,13 @@ def export_artifact(
     name: str | None = None,
     exporter_options: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
+    on_replace: Callable[[Path], None] | None = None,
 ) -> tuple[Path, Manifest]:
     """Export every component of `model` to `format_name` under `out_dir`, verify each, publish.
 
     Returns (artifact folder, manifest). `exporter_options` go to the exporter's constructor
     (e.g. Core ML's minimum deployment target); `profile` is recorded in the manifest.
+    `on_replace(folder)` is called when the new artifact replaced an existing one there.
     """
     exporter = exporters.get(format_name, **(exporter_options or {}))
     if isinstance(model, LoadedPipeline):
@@ -103,8 +101,11 @@ def export_artifact(
     final_dir = out_dir / (name or _default_name(model, components, format_name, precision))
 
     with staging_dir(out_dir) as staging:
+        runtime_settings = exporters.profile_runtime_settings(profile)
         entries = [
-            _export_component(exporter, component_name, component, staging, precision)
+            _export_component(
+                exporter, component_name, component, staging, precision, runtime_settings
+            )
             for component_name, component in components.items()
         ]
         pipeline_info = None
@@ -133,16 +134,24 @@ def export_artifact(
             pipeline=pipeline_info,
             components=entries,
             files=file_entries(staging),
-            tool_versions=tool_versions(),
+            tool_versions=tool_versions(exporter),
         )
-        publish(staging, manifest, final_dir)
+        replaced = publish(staging, manifest, final_dir)
+    if replaced and on_replace:
+        on_replace(final_dir)
 
     if status == "failed":
         failures = [f"{e.name}: {f}" for e in entries for f in e.verification.failures]
+        runtime_broke = any(e.verification.runtime_error for e in entries)
         raise VerificationError(
             f"{final_dir.name} failed verification: {'; '.join(failures)}. "
             f"The artifact is kept, marked failed, at {final_dir}.",
-            hint="report the model and versions; try another --target meanwhile.",
+            hint=(
+                "the converter wrote a file its own runtime cannot run: report the converter and "
+                "runtime versions (tool_versions in the manifest); try another --target meanwhile."
+                if runtime_broke
+                else "report the model and versions; try another --target meanwhile."
+            ),
         )
     return final_dir, manifest
 
@@ -154,6 +163,7 @@ def export_for_target(
     *,
     precision: str | None = None,
     name: str | None = None,
+    on_replace: Callable[[Path], None] | None = None,
 ) -> tuple[Path, Manifest]:
     """`export_artifact` with a deployment target profile's format, precision and options."""
     return export_artifact(
@@ -164,6 +174,7 @@ def export_for_target(
         name=name,
         exporter_options=profile.export,
         profile=profile.model_dump(exclude_none=True),
+        on_replace=on_replace,
     )
 
 
@@ -182,22 +193,28 @@ def _default_name(
     return artifact_name(base, format_name, precision, suffix)
 
 
+def verify_seeds(model: LoadedModel) -> tuple[int, ...]:
+    return CLASSIFIER_VERIFY_SEEDS if model.labels else VERIFY_SEEDS
+
+
 def _export_component(
     exporter: exporters.Exporter,
     component_name: str,
     model: LoadedModel,
     staging: Path,
     precision: str,
+    runtime_settings: RuntimeSettings,
 ) -> ComponentManifest:
     model_path = staging / exporters.model_file_name(exporter, component_name)
-    inputs = model.sample_inputs(VERIFY_SEED)
-    reference = model.run_torch(inputs)
-    check_reference(reference)
+    seeds = verify_seeds(model)
+    inputs = [model.sample_inputs(seed) for seed in seeds]
+    references = [model.run_torch(x) for x in inputs]
+    check_reference(references, precision=precision)
 
     # 3. Export.
     started = time.perf_counter()
     try:
-        result = exporter.export(model, inputs, model_path, precision=precision)
+        result = exporter.export(model, inputs[0], model_path, precision=precision)
     except EdgekitError:
         raise
     except Exception as exc:  # converters raise anything; the user gets one line, log the rest
@@ -209,7 +226,11 @@ def _export_component(
     duration_s = time.perf_counter() - started
 
     # 4. Verify on the host runtime, or (where none exists on this OS) the structure only.
-    verification = _verify(exporter, model, model_path, inputs, reference, precision)
+    started = time.perf_counter()
+    verification = _verify(
+        exporter, model, model_path, seeds, inputs, references, precision, runtime_settings
+    )
+    verify_s = time.perf_counter() - started
     return ComponentManifest(
         name=component_name,
         model_kind=model.model_kind,
@@ -218,7 +239,11 @@ def _export_component(
         outputs=model.outputs,
         parameter_count=model.parameter_count,
         source=model.source,
-        export=ExportInfo(duration_s=round(duration_s, 2), details=result.details),
+        export=ExportInfo(
+            duration_s=round(duration_s, 2),
+            verify_duration_s=round(verify_s, 2),
+            details=result.details,
+        ),
         verification=verification,
     )
 
@@ -227,9 +252,11 @@ def _verify(
     exporter: exporters.Exporter,
     model: LoadedModel,
     model_path: Path,
-    inputs: dict,
-    reference: dict,
+    seeds: tuple[int, ...],
+    inputs: list[dict],
+    references: list[dict],
     precision: str,
+    runtime_settings: RuntimeSettings,
 ) -> Verification:
     no_runtime = exporter.host_runtime_unavailable_reason()
     if no_runtime:
@@ -241,20 +268,30 @@ def _verify(
             runtime="none on this host",
             precision=precision,
             tolerance=TOLERANCES[precision],
-            input_seed=VERIFY_SEED,
+            input_seeds=list(seeds),
             outputs=[],
             structure=structure,
             message=f"Numerics NOT checked: {no_runtime} The outputs were not compared with "
             f"PyTorch; structure check {verdict}.",
         )
-    runtime = exporter.runtime(model_path, model.inputs, model.outputs)
-    actual = runtime(inputs)
+    runtime_label = exporter.name
+    try:
+        runtime = exporter.runtime(
+            model_path, model.inputs, model.outputs, settings=runtime_settings
+        )
+        runtime_label = f"{runtime.name} {runtime.version}"
+        actuals = [runtime(x) for x in inputs]
+    except Exception as exc:  # a runtime that cannot load or run the file raises anything
+        log.debug("host runtime failed on the artifact", exc_info=True)
+        return runtime_failure(
+            _first_line(exc), precision=precision, runtime=runtime_label, input_seeds=list(seeds)
+        )
     return compare_outputs(
-        reference,
-        actual,
+        references,
+        actuals,
         precision=precision,
-        runtime=f"{runtime.name} {runtime.version}",
-        input_seed=VERIFY_SEED,
+        runtime=runtime_label,
+        input_seeds=list(seeds),
         classifier_output="logits" if model.labels else None,
     )
 

@@ -242,11 +242,11 @@ def test_numerics_match_pytorch_on_macos(coreml_artifacts, mobilevit, precision)
     )
     inputs = seeded_inputs(manifest.component().inputs, seed=42)
     again = compare_outputs(
-        mobilevit.run_torch(inputs),
-        runtime(inputs),
+        [mobilevit.run_torch(inputs)],
+        [runtime(inputs)],
         precision=precision,
         runtime="coreml",
-        input_seed=42,
+        input_seeds=[42],
         classifier_output="logits",
     )
     assert again.status == "passed", again.failures

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner, Result
 
 from edgekit import models
@@ -14,6 +15,7 @@ from edgekit.errors import ArtifactError, ExportError
 from edgekit.export import export_artifact
 from edgekit.exporters import get
 from edgekit.models.base import seeded_inputs
+from edgekit.profiles import RuntimeSettings
 from edgekit.validate import TOLERANCES, compare_outputs
 
 runner = CliRunner()
@@ -46,15 +48,15 @@ def _reproduces_pytorch(folder: Path, model_name: str):
         folder / manifest.component().model_file,
         manifest.component().inputs,
         manifest.component().outputs,
-        threads=1,
+        settings=RuntimeSettings(threads=1),
     )
     inputs = seeded_inputs(manifest.component().inputs, seed=SECOND_SEED)
     return compare_outputs(
-        models.load(model_name).run_torch(inputs),
-        runtime(inputs),
+        [models.load(model_name).run_torch(inputs)],
+        [runtime(inputs)],
         precision="fp32",
         runtime=runtime.name,
-        input_seed=SECOND_SEED,
+        input_seeds=[SECOND_SEED],
     )
 
 
@@ -83,8 +85,12 @@ def test_tflite_details_describe_the_flatbuffer(mobilevit_tflite):
     details = read_manifest(folder).component().export.details
     assert details["converter"] == "litert_torch.convert"
     assert details["flatbuffer_size_bytes"] == (folder / "model.tflite").stat().st_size
-    assert details["op_count"] == sum(details["op_histogram"].values()) > 0
-    assert "CONV_2D" in details["op_histogram"]  # MobileViT's stem and MobileNet blocks
+    assert details["op_count"] == sum(details["op_histogram"].values())
+    # Every Conv2d of MobileViT (stem, MobileNet blocks) is one CONV_2D or DEPTHWISE_CONV_2D.
+    module = models.load("tiny-mobilevit").module
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+    histogram = details["op_histogram"]
+    assert histogram.get("CONV_2D", 0) + histogram.get("DEPTHWISE_CONV_2D", 0) == convolutions
 
 
 def test_mobilevit_tflite_reproduces_pytorch_on_new_inputs(mobilevit_tflite):

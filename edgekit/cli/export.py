@@ -16,7 +16,8 @@ def export(
         ...,
         help="A preset (mobilevit-small, mobilevit-x-small, mobilevit-xx-small, tiny-mobilevit, "
         "sd15, sd15-unet, tiny-sd), a Hugging Face MobileViT folder, a diffusers pipeline / "
-        "UNet folder, or a single-file SD checkpoint (.safetensors/.ckpt, with --config).",
+        "UNet folder, or a single-file SD checkpoint (.safetensors/.ckpt, with --config; "
+        ".ckpt and .bin weights need --allow-pickle).",
     ),
     target: str = typer.Option(
         ...,
@@ -48,6 +49,13 @@ def export(
         None, help="fp32 or fp16 (Core ML). Default: the target profile's precision."
     ),
     name: str | None = typer.Option(None, help="Artifact folder name (default: derived)."),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Read pickle-based weights (a folder's .bin, a .ckpt). Refused without it: "
+        "unpickling can run code hidden in the file. With it they are read by torch's restricted "
+        "unpickler (weights_only: tensors only, never code). Prefer converting to safetensors.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show converter logs and traces."),
 ) -> None:
     """Export MODEL to --target, verify it against PyTorch, write an artifact folder."""
@@ -65,7 +73,12 @@ def export(
                         hint="drop --batch-size; guidance runs the UNet twice per step.",
                     )
                 loaded = models.load_pipeline(
-                    model, components=component or None, height=height, width=width, config=config
+                    model,
+                    components=component or None,
+                    height=height,
+                    width=width,
+                    config=config,
+                    allow_pickle=allow_pickle,
                 )
             else:
                 loaded = models.load(
@@ -74,6 +87,7 @@ def export(
                     height=height,
                     width=width,
                     batch_size=batch_size,
+                    allow_pickle=allow_pickle,
                 )
         if loaded.source.random_weights:
             console.print(
@@ -81,8 +95,14 @@ def export(
                 "seeded init): use it to test the path, not results."
             )
         with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
-            path, manifest = export_for_target(loaded, profile, out, precision=precision, name=name)
+            path, manifest = export_for_target(
+                loaded, profile, out, precision=precision, name=name, on_replace=say_replaced
+            )
         print_manifest_summary(path, manifest)
+
+
+def say_replaced(path: Path) -> None:
+    console.print(f"[yellow]Replaced the existing artifact at {path}[/yellow] (atomically).")
 
 
 def print_manifest_summary(path: Path, manifest) -> None:
@@ -96,6 +116,9 @@ def print_manifest_summary(path: Path, manifest) -> None:
     for component in manifest.components:
         verification = component.verification
         label = "" if component.name == "model" else f"{component.name}: "
+        if verification.runtime_error:
+            console.print(f"[red]{label}{verification.message}[/red]")
+            continue
         if not verification.numerics_checked:
             color = "yellow" if verification.status == "not-checked" else "red"
             console.print(f"[{color}]{label}{verification.message}[/{color}]")
@@ -112,14 +135,15 @@ def print_manifest_summary(path: Path, manifest) -> None:
                     console.print(f"  [red]{failure}[/red]")
             continue
         table = Table(title=f"{label}{verification.message}", title_justify="left")
-        for column in ["output", "shape", "SQNR dB", "cosine", "max abs diff", "top-1", "status"]:
+        columns = ["output", "shape", "SQNR dB", "centered SQNR dB", "max abs diff", "top-1"]
+        for column in [*columns, "status"]:
             table.add_column(column)
         for o in verification.outputs:
             table.add_row(
                 o.name,
                 "x".join(map(str, o.shape)),
                 f"{o.sqnr_db:.1f}" if o.sqnr_db is not None else "-",
-                f"{o.cosine:.6f}" if o.cosine is not None else "-",
+                f"{o.centered_sqnr_db:.1f}" if o.centered_sqnr_db is not None else "-",
                 f"{o.max_abs_diff:.2e}" if o.max_abs_diff is not None else "-",
                 f"{o.top1_agreement:.0%}" if o.top1_agreement is not None else "-",
                 "[green]pass[/green]" if o.passed else f"[red]{'; '.join(o.failures)}[/red]",

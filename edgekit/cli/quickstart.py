@@ -32,7 +32,7 @@ def quickstart(
         from edgekit.bench import TimingSettings, run_bench
         from edgekit.bench.report import markdown
         from edgekit.cli.bench import render_report, write_reports
-        from edgekit.cli.export import print_manifest_summary
+        from edgekit.cli.export import print_manifest_summary, say_replaced
         from edgekit.export import export_for_target
         from edgekit.quickstart import check_preset, quickstart_report_intro
 
@@ -49,7 +49,7 @@ def quickstart(
         for format_name in format_names():
             profile = profiles.resolve(format_name)
             with console.status(f"Exporting to {format_name} ({profile.name}) and verifying ..."):
-                path, manifest = export_for_target(loaded, profile, out)
+                path, manifest = export_for_target(loaded, profile, out, on_replace=say_replaced)
             print_manifest_summary(path, manifest)
             artifacts.append(path)
         del loaded

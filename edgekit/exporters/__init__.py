@@ -16,7 +16,9 @@ from edgekit.errors import UnknownChoiceError
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgekit.artifact import ComponentManifest, Manifest
     from edgekit.models.base import LoadedModel, TensorSpec
+    from edgekit.profiles import RuntimeSettings
     from edgekit.validate import StructureCheck
 
 _REGISTRY: dict[str, str] = {
@@ -44,6 +46,9 @@ class Runtime(Protocol):
 
     name: str
     version: str
+    # The settings the runtime was actually created with (threads, delegate, provider, compute
+    # units), for reports: what the profile asked for, as applied on this host.
+    settings: dict[str, Any]
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -56,6 +61,8 @@ class Exporter(Protocol):
     # Python modules the runtime needs; bench imports them before timing the load, so load
     # time measures the model, not a one-off library import.
     runtime_modules: tuple[str, ...]
+    # Distribution names of its converter and runtime, recorded in the manifest's tool_versions.
+    tool_packages: tuple[str, ...]
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
         """Why this exporter cannot handle this request, or None if it can."""
@@ -83,8 +90,9 @@ class Exporter(Protocol):
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None = None,
-    ) -> Runtime: ...
+        settings: RuntimeSettings | None = None,
+    ) -> Runtime:
+        """Load the artifact; `settings` are the target profile's runtime settings."""
 
 
 def model_file_name(exporter: Exporter, component: str) -> str:
@@ -107,3 +115,47 @@ def exporter_class(name: str) -> type:
 def get(name: str, **options: Any) -> Exporter:
     """The exporter for format `name`; `options` go to its constructor (from target profiles)."""
     return exporter_class(name)(**options)
+
+
+def profile_runtime_settings(
+    profile: dict[str, Any] | None, *, threads: int | None = None
+) -> RuntimeSettings:
+    """The runtime settings an artifact's target profile names; `threads` overrides its count."""
+    from edgekit.profiles import RuntimeSettings
+
+    settings = RuntimeSettings(**((profile or {}).get("runtime") or {}))
+    return settings.model_copy(update={"threads": threads}) if threads else settings
+
+
+def require_host_runtime(manifest: Manifest, *, action: str) -> None:
+    """Refuse in one line to `action` (e.g. "generate") with an artifact whose format has no
+    runtime on this host, before anything is loaded or written."""
+    from edgekit.errors import NoHostRuntimeError
+
+    reason = get(manifest.format).host_runtime_unavailable_reason()
+    if reason:
+        raise NoHostRuntimeError(
+            f"Cannot {action} with the {manifest.format} artifact here: {reason}",
+            hint=f"{action} with an onnx, executorch or tflite export of the same source.",
+        )
+
+
+def open_runtime(
+    artifact_dir: Path,
+    manifest: Manifest,
+    component: ComponentManifest,
+    *,
+    threads: int | None = None,
+) -> Runtime:
+    """A component's host runtime set up as the artifact's target profile says: the exporter
+    options (e.g. Core ML compute units) and runtime settings (threads, delegate, execution
+    provider) recorded in the manifest. `threads` (a command-line flag) overrides the profile's.
+    bench, generate and classify all open artifacts through here."""
+    profile = manifest.profile or {}
+    exporter = get(manifest.format, **(profile.get("export") or {}))
+    return exporter.runtime(
+        artifact_dir / component.model_file,
+        component.inputs,
+        component.outputs,
+        settings=profile_runtime_settings(profile, threads=threads),
+    )

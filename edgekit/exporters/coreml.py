@@ -3,7 +3,7 @@
 Core ML runs only on Apple platforms: coremltools converts and saves anywhere, but its
 `MLModel.predict` exists only on macOS. Off macOS the artifact is verified by structure (IO
 names/shapes/dtypes, deployment target, op histogram, weight dtypes) and the manifest says
-plainly that numerics were not checked (shared/VERSIONS.md).
+plainly that numerics were not checked ("Model prediction is only supported on macOS").
 
 The input to coremltools is an ATen-dialect `ExportedProgram`, not a TorchScript trace:
 `ct.convert` of a `torch.jit.trace` breaks under numpy 2.4, the torch.export path does not.
@@ -21,13 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import EdgekitError, UnknownChoiceError
+from edgekit.errors import NoHostRuntimeError, UnknownChoiceError
 from edgekit.exporters import ExportResult
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
+    from edgekit.profiles import RuntimeSettings
     from edgekit.validate import StructureCheck
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,10 @@ NO_RUNTIME_HERE = HOST_ONLY + "."
 NOT_LOADABLE = HOST_ONLY + ", so this artifact cannot be loaded or timed here."
 
 
-class NoHostRuntimeError(EdgekitError):
-    """The artifact's runtime does not exist on this OS (Core ML off macOS)."""
-
-    exit_code = 2  # the request cannot be served on this machine: a usage problem, not a bug
-
-
 class CoreMLExporter:
     name = "coreml"
     runtime_modules = ("coremltools",)
+    tool_packages = ("coremltools",)
     file_suffix = ".mlpackage"  # a folder; manifest file entries list what is inside it
     # apple/ml-stable-diffusion's Swift package loads these resource names (after compiling the
     # packages to .mlmodelc with `xcrun coremlcompiler compile`), beside vocab.json/merges.txt.
@@ -235,7 +231,7 @@ class CoreMLExporter:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> CoreMLRuntime:
         system = platform.system()
         if system != CORE_ML_HOST:
@@ -243,10 +239,11 @@ class CoreMLExporter:
                 NOT_LOADABLE.format(system=system),
                 hint="run it on a Mac (or in the iOS demo app); bench another --target here.",
             )
-        if threads:
+        if settings and settings.threads:
             # Core ML schedules its own threads and processors; there is no knob for it.
-            log.debug("Core ML ignores threads=%d", threads)
-        return CoreMLRuntime(model_path, outputs, compute_units=self.compute_units)
+            log.debug("Core ML ignores threads=%d", settings.threads)
+        compute_units = (settings.compute_units if settings else None) or self.compute_units
+        return CoreMLRuntime(model_path, outputs, compute_units=compute_units)
 
 
 class CoreMLRuntime:
@@ -257,6 +254,7 @@ class CoreMLRuntime:
     def __init__(self, model_path: Path, outputs: list[TensorSpec], *, compute_units: str) -> None:
         ct = _coremltools()
         self.version = ct.__version__
+        self.settings = {"compute_units": compute_units}
         self.model = ct.models.MLModel(
             str(model_path), compute_units=getattr(ct.ComputeUnit, compute_units)
         )
@@ -275,8 +273,9 @@ class CoreMLRuntime:
 def _coremltools() -> Any:
     """Import coremltools; without --verbose, drop its import-time version warnings first.
 
-    It warns that torch 2.13 and the installed scikit-learn are untested: true, known
-    (shared/VERSIONS.md), and noise in every export's output. Real errors still show.
+    It warns that torch 2.13 and the installed scikit-learn are untested: true, known (the
+    torch.export path converts MobileViT and the SD UNet fine with coremltools 9.0), and noise
+    in every export's output. Real errors still show.
     """
     if not log.isEnabledFor(logging.DEBUG):
         logging.getLogger("coremltools").setLevel(logging.ERROR)

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekit.errors import ArtifactError
 from edgekit.exporters import ExportResult
 from edgekit.exporters._native import quiet_native_stderr
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
+    from edgekit.profiles import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 class ExecuTorchExporter:
     name = "executorch"
     runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
+    tool_packages = ("executorch", "torchao")
     file_suffix = ".pte"
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
@@ -66,9 +69,9 @@ class ExecuTorchExporter:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> ExecuTorchRuntime:
-        return ExecuTorchRuntime(model_path, inputs, outputs, threads=threads)
+        return ExecuTorchRuntime(model_path, inputs, outputs, settings=settings)
 
 
 def _delegation_summary(graph_module: Any) -> dict[str, Any]:
@@ -98,23 +101,41 @@ class ExecuTorchRuntime:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None,
+        settings: RuntimeSettings | None,
     ) -> None:
         import importlib.metadata
 
         from executorch.runtime import Runtime
 
         self.version = importlib.metadata.version("executorch")
+        threads = settings.threads if settings else None
+        delegate = settings.delegate if settings else None
+        if delegate not in (None, "xnnpack"):
+            raise ArtifactError(
+                f"The target profile names the '{delegate}' delegate; edgekit's .pte files are "
+                "lowered to XNNPACK, the delegate is chosen at export, not at load.",
+                hint='use a profile with delegate = "xnnpack" (or none) for ExecuTorch.',
+            )
+        # The delegate is baked into the program at export; recorded, not switched here.
+        self.settings = {"threads": threads, "delegate": "xnnpack"}
         if threads:
             # XNNPACK's pool is process-wide; this is the supported way to size it from Python.
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(threads)
-        with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
+        error: RuntimeError | None = None
+        with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)) as native_log:
             # XNNPACK's cpuinfo prints probe failures for ARM-only files on x86 when the
             # delegate initialises, in load_method.
-            self.program = Runtime.get().load_program(model_path)
-            self.method = self.program.load_method("forward")
+            try:
+                self.program = Runtime.get().load_program(model_path)
+                self.method = self.program.load_method("forward")
+            except RuntimeError as exc:
+                error = exc
+        if error is not None:
+            # The runtime's exception says only "error: 0x23"; its log says what was wrong.
+            detail = f" ({native_log.last_line})" if native_log.last_line else ""
+            raise RuntimeError(f"{error}{detail}") from error
         self.input_names = [spec.name for spec in inputs]
         self.output_names = [spec.name for spec in outputs]
 

@@ -1,8 +1,9 @@
 """TFLite (LiteRT) `.tflite` straight from the nn.Module with litert-torch, run with ai-edge-litert.
 
 litert-torch goes torch.export -> StableHLO -> TFLite flatbuffer without a TensorFlow install
-(shared/VERSIONS.md), and ai-edge-litert is the maintained interpreter (numpy 2, XNNPACK on by
-default: about 52 ms vs 380 ms without it for MobileViT-S on 2 threads).
+(onnx2tf produced a UNet that ran but was silently wrong; tflite-runtime 2.14 needs numpy<2),
+and ai-edge-litert is the maintained interpreter (numpy 2, XNNPACK on by default: about 52 ms vs
+380 ms without it for MobileViT-S on 2 threads).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgekit.models.base import LoadedModel, TensorSpec
+    from edgekit.profiles import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 class TFLiteExporter:
     name = "tflite"
     runtime_modules = ("ai_edge_litert.interpreter",)
+    tool_packages = ("litert-torch", "ai-edge-litert")
     file_suffix = ".tflite"
 
     def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
@@ -113,9 +116,9 @@ class TFLiteExporter:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> TFLiteRuntime:
-        return TFLiteRuntime(model_path, inputs, outputs, threads=threads)
+        return TFLiteRuntime(model_path, inputs, outputs, settings=settings)
 
 
 def fp32_weight_bytes(module: torch.nn.Module) -> int:
@@ -194,14 +197,32 @@ class TFLiteRuntime:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         *,
-        threads: int | None,
+        settings: RuntimeSettings | None,
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.version = importlib.metadata.version("ai-edge-litert")
+        threads = settings.threads if settings else None
+        delegate = (settings.delegate if settings else None) or "xnnpack"
+        # ai-edge-litert applies XNNPACK by default; "none" asks for the plain builtin kernels.
+        resolvers = {
+            "xnnpack": OpResolverType.AUTO,
+            "none": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        }
+        if delegate not in resolvers:
+            raise ArtifactError(
+                f"The target profile names the '{delegate}' delegate, which the host LiteRT "
+                "interpreter cannot load (GPU and NNAPI delegates exist on the phone only).",
+                hint='bench it in the Android demo app, or use delegate = "xnnpack" here.',
+            )
+        self.settings = {"threads": threads, "delegate": delegate}
         with quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)):
             # The XNNPACK delegate announces itself on stderr at every load.
-            self.interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
+            self.interpreter = Interpreter(
+                model_path=str(model_path),
+                num_threads=threads,
+                experimental_op_resolver_type=resolvers[delegate],
+            )
             self.interpreter.allocate_tensors()
         runner = self.interpreter.get_signature_runner()
         input_details = _by_position(runner.get_input_details(), "input", model_path)
