@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import statistics
+from pathlib import Path
 
 import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from edgekit import models
+from edgekit.artifact import read_manifest
 from edgekit.bench import TimingSettings, run_bench
 from edgekit.bench.report import markdown
 from edgekit.bench.schema import SCHEMA_PATH, BenchReport
@@ -47,15 +51,28 @@ def test_report_has_baseline_and_every_artifact(report, mobilevit_artifacts):
     for result in report.results:
         assert result.latency.runs == FEW_RUNS.min_runs * 2  # both rounds pooled
         assert len(result.round_medians_ms) == 2
-        assert result.latency.median_ms > 0 and result.load_ms > 0
-        assert result.first_inference_ms > 0
-        assert result.peak_rss_bytes >= result.rss_before_load_bytes > 0
-        assert result.model_size_bytes > 0
+        latency = result.latency
+        assert latency.min_ms <= latency.median_ms <= latency.p90_ms <= latency.p99_ms
+        assert latency.p99_ms <= latency.max_ms
+        # A process that imported a runtime holds well over 50 MiB: a VmHWM read in the wrong
+        # unit (kB as bytes) would not.
+        assert result.peak_rss_bytes >= result.rss_before_load_bytes > 50 * 2**20
         assert result.random_weights
+    baseline = next(r for r in report.results if r.format == "pytorch")
+    parameters = models.load("tiny-mobilevit").module.parameters()
+    assert baseline.model_size_bytes == sum(p.numel() * p.element_size() for p in parameters)
+    assert baseline.speedup_vs_pytorch is None
+    for result in report.results:
         if result.format == "pytorch":
-            assert result.speedup_vs_pytorch is None
-        else:
-            assert result.speedup_vs_pytorch > 0 and result.verification_status == "verified"
+            continue
+        manifest = read_manifest(Path(result.artifact))
+        assert result.model_size_bytes == sum(f.size_bytes for f in manifest.files)
+        assert result.verification_status == "verified"
+        # The speed-up is the median over rounds of baseline median / artifact median.
+        ratios = [
+            b / a for b, a in zip(baseline.round_medians_ms, result.round_medians_ms, strict=True)
+        ]
+        assert result.speedup_vs_pytorch == pytest.approx(statistics.median(ratios))
 
 
 def test_report_validates_against_committed_schema(report):

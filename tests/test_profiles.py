@@ -9,10 +9,11 @@ import zipfile
 import pytest
 from typer.testing import CliRunner
 
-from edgekit import profiles
+from edgekit import exporters, profiles
 from edgekit.artifact import read_manifest
+from edgekit.bench import TimingSettings, run_bench
 from edgekit.cli import app
-from edgekit.errors import UnknownChoiceError
+from edgekit.errors import ArtifactError, UnknownChoiceError
 
 runner = CliRunner()
 REQUIRED_PROFILES = {"coreml-ios17", "tflite-android", "executorch-xnnpack", "onnx-cpu"}
@@ -93,8 +94,41 @@ def test_export_with_profile_file_records_it(tmp_path):
         app, ["export", "tiny-mobilevit", "--target", str(phone), "--out", str(tmp_path / "out")]
     )
     assert result.exit_code == 0, result.output
-    manifest = read_manifest(tmp_path / "out" / "tiny-mobilevit-onnx-fp32")
+    folder = tmp_path / "out" / "tiny-mobilevit-onnx-fp32"
+    manifest = read_manifest(folder)
     assert manifest.profile["name"] == "phone" and manifest.profile["runtime"]["threads"] == 6
+
+    # The profile's runtime settings reach the runtimes that bench, generate and classify open.
+    runtime = exporters.open_runtime(folder, manifest, manifest.component())
+    assert runtime.session.get_session_options().intra_op_num_threads == 6
+    assert runtime.settings["threads"] == 6
+    override = exporters.open_runtime(folder, manifest, manifest.component(), threads=2)
+    assert override.session.get_session_options().intra_op_num_threads == 2
+    report = run_bench(
+        [folder],
+        threads=None,
+        timing=TimingSettings(warmup_runs=0, min_runs=2),
+        pytorch_baseline=False,
+    )
+    (result,) = report.results
+    assert result.threads == 6 and result.runtime_settings["threads"] == 6
+    assert result.runtime_settings["execution_provider"] == "CPUExecutionProvider"
+
+
+def test_profile_delegates_a_host_runtime_lacks_are_refused(mobilevit_artifacts):
+    for format_name in ("tflite", "executorch"):
+        folder = mobilevit_artifacts[format_name]
+        manifest = read_manifest(folder)
+        phone = manifest.model_copy(update={"profile": {"runtime": {"delegate": "gpu"}}})
+        with pytest.raises(ArtifactError, match="'gpu' delegate"):
+            exporters.open_runtime(folder, phone, phone.component())
+    folder = mobilevit_artifacts["onnx"]
+    manifest = read_manifest(folder)
+    cuda = manifest.model_copy(
+        update={"profile": {"runtime": {"execution_provider": "CUDAExecutionProvider"}}}
+    )
+    with pytest.raises(ArtifactError, match="CUDAExecutionProvider, which this host"):
+        exporters.open_runtime(folder, cuda, cuda.component())
 
 
 def test_wheel_ships_builtin_profiles(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import jsonschema
+import pytest
 from typer.testing import CliRunner
 
 from edgekit.artifact import SCHEMA_PATH as MANIFEST_SCHEMA_PATH
@@ -55,7 +57,7 @@ def test_quickstart_end_to_end(tmp_path):
             "--runs",
             "3",
             "--rounds",
-            "1",
+            "2",
             "--threads",
             "1",
         ],
@@ -73,5 +75,12 @@ def test_quickstart_end_to_end(tmp_path):
     if "coreml" not in host_formats():
         assert "not benchmarked: Core ML models can only run on macOS/iOS" in report
     bench = json.loads((out / "bench.json").read_text())
-    speedups = [r["speedup_vs_pytorch"] for r in bench["results"] if r["format"] != "pytorch"]
-    assert len(speedups) == len(host_formats()) and all(s > 0 for s in speedups)
+    baseline = next(r for r in bench["results"] if r["format"] == "pytorch")
+    artifacts = [r for r in bench["results"] if r["format"] != "pytorch"]
+    assert len(artifacts) == len(host_formats())
+    for result in artifacts:  # median over rounds of baseline median / artifact median
+        ratios = [
+            b / a
+            for b, a in zip(baseline["round_medians_ms"], result["round_medians_ms"], strict=True)
+        ]
+        assert result["speedup_vs_pytorch"] == pytest.approx(statistics.median(ratios))

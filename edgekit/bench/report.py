@@ -8,6 +8,7 @@ COLUMNS = [
     "variant",
     "format",
     "runtime",
+    "threads",
     "size",
     "SQNR",
     "load",
@@ -38,6 +39,7 @@ def row(result: BenchResult) -> list[str]:
         result.name,
         result.format,
         result.runtime,
+        str(result.threads),
         _mib(result.model_size_bytes),
         sqnr,
         f"{result.load_ms:.0f} ms",
@@ -54,7 +56,7 @@ def caption(report: BenchReport) -> str:
     s = report.settings
     machine = report.machine
     text = (
-        f"{machine.processor}, {machine.cpu_count} cores, {s['threads']} threads; "
+        f"{machine.processor}, {machine.cpu_count} cores, threads: {s['threads']}; "
         f"{s['warmup_runs']} warm-up runs, >= {s['min_runs']} timed runs"
         + (f" x {s['rounds']} interleaved rounds" if s.get("rounds", 1) > 1 else "")
         + "; latency is per inference, batch as exported."

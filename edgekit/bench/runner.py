@@ -38,6 +38,7 @@ class _Variant:
     artifact: Path
     manifest: Manifest
     component: ComponentManifest
+    threads: int  # --threads, else the artifact's target profile's, else every core
 
     @property
     def name(self) -> str:
@@ -47,9 +48,10 @@ class _Variant:
         return f"{self.manifest.name}{suffix}"
 
     @property
-    def source_key(self) -> str:
+    def baseline_key(self) -> str:
+        """Variants with the same source at the same threads share one PyTorch baseline."""
         source = self.component.source
-        return source.sha256 + json.dumps(source.options, sort_keys=True)
+        return f"{source.sha256}{json.dumps(source.options, sort_keys=True)}@{self.threads}"
 
 
 def machine_info() -> MachineInfo:
@@ -74,12 +76,19 @@ def _cpu_model() -> str | None:
 def run_bench(
     artifacts: list[Path],
     *,
-    threads: int,
+    threads: int | None,
     timing: TimingSettings,
     rounds: int = 1,
     pytorch_baseline: bool = True,
 ) -> BenchReport:
-    if threads < 1 or rounds < 1 or timing.min_runs < 1 or timing.warmup_runs < 0:
+    """Measure every component of `artifacts`. `threads=None` runs each artifact with the
+    threads its target profile names (the PyTorch baseline beside it gets the same count)."""
+    if (
+        (threads is not None and threads < 1)
+        or rounds < 1
+        or timing.min_runs < 1
+        or timing.warmup_runs < 0
+    ):
         raise BenchError(
             "--threads, --rounds and --runs must be 1 or more, --warmup 0 or more.",
             hint="e.g. --threads 2 --runs 20 --warmup 3.",
@@ -95,7 +104,7 @@ def run_bench(
             runnable.append((path, manifest))
     manifests = runnable
     variants = [
-        _Variant("artifact", path, manifest, component)
+        _Variant("artifact", path, manifest, component, _threads_for(manifest, threads))
         for path, manifest in manifests
         for component in manifest.components
     ]
@@ -103,7 +112,8 @@ def run_bench(
     if pytorch_baseline:
         for v in variants:
             baselines.setdefault(
-                v.source_key, _Variant("pytorch", v.artifact, v.manifest, v.component)
+                v.baseline_key,
+                _Variant("pytorch", v.artifact, v.manifest, v.component, v.threads),
             )
     everything = list(baselines.values()) + variants
 
@@ -114,7 +124,7 @@ def run_bench(
             if id(variant) in failed:
                 continue
             try:
-                samples[id(variant)].append(_run_worker(variant, threads, timing))
+                samples[id(variant)].append(_run_worker(variant, timing))
             except BenchError as exc:
                 if variant.kind != "pytorch":
                     raise
@@ -123,9 +133,9 @@ def run_bench(
                 notes.append(f"No PyTorch baseline for {variant.name}: {exc.message}")
 
     baseline_of = {
-        id(v): baselines[v.source_key]
+        id(v): baselines[v.baseline_key]
         for v in variants
-        if v.source_key in baselines and id(baselines[v.source_key]) not in failed
+        if v.baseline_key in baselines and id(baselines[v.baseline_key]) not in failed
     }
     results = []
     for variant in everything:
@@ -136,7 +146,6 @@ def run_bench(
             _aggregate(
                 variant,
                 samples[id(variant)],
-                threads,
                 timing,
                 samples[id(baseline)] if baseline else None,
             )
@@ -145,13 +154,24 @@ def run_bench(
         created_utc=now_utc(),
         edgekit_version=__version__,
         machine=machine_info(),
-        settings={"threads": threads, "rounds": rounds, **asdict(timing)},
+        settings={
+            "threads": threads if threads is not None else "target profile",
+            "rounds": rounds,
+            **asdict(timing),
+        },
         results=results,
         notes=notes,
     )
 
 
-def _run_worker(variant: _Variant, threads: int, timing: TimingSettings) -> dict[str, Any]:
+def _threads_for(manifest: Manifest, threads: int | None) -> int:
+    if threads is not None:
+        return threads
+    return exporters.profile_runtime_settings(manifest.profile).threads or os.cpu_count() or 1
+
+
+def _run_worker(variant: _Variant, timing: TimingSettings) -> dict[str, Any]:
+    threads = variant.threads
     request = {
         "kind": variant.kind,
         "artifact": str(variant.artifact),
@@ -185,7 +205,6 @@ def _run_worker(variant: _Variant, threads: int, timing: TimingSettings) -> dict
 def _aggregate(
     variant: _Variant,
     rounds: list[dict[str, Any]],
-    threads: int,
     timing: TimingSettings,
     baseline_rounds: list[dict[str, Any]] | None,
 ) -> BenchResult:
@@ -211,7 +230,8 @@ def _aggregate(
         model_kind=component.model_kind,
         precision=manifest.precision if is_artifact else "fp32",
         random_weights=manifest.random_weights,
-        threads=threads,
+        threads=variant.threads,
+        runtime_settings=rounds[0].get("runtime_settings", {"threads": variant.threads}),
         model_size_bytes=rounds[0]["model_size_bytes"],
         load_ms=statistics.median(r["load_ms"] for r in rounds),
         first_inference_ms=statistics.median(r["first_inference_ms"] for r in rounds),

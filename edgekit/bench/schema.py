@@ -39,6 +39,11 @@ class BenchResult(BaseModel):
     precision: str
     random_weights: bool
     threads: int
+    runtime_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings the runtime was created with (threads, delegate, execution "
+        "provider, compute units), from the artifact's target profile and the command line.",
+    )
     model_size_bytes: int = Field(description="Artifact files (or fp32 parameters for PyTorch).")
     load_ms: float
     first_inference_ms: float

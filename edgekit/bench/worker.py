@@ -2,7 +2,8 @@
 
 A process per measurement because runtimes keep thread pools spinning after a run and steal
 cores from whatever runs next in the same process, and because peak RSS is per process
-(shared/VERSIONS.md: PyTorch read 2,300 ms interleaved in one process vs 290 ms on its own).
+(on 2 cores, MobileViT-S under PyTorch read 2,300 ms interleaved run by run with ORT, ExecuTorch
+and LiteRT in one process, and 290 ms on its own).
 """
 
 from __future__ import annotations
@@ -54,19 +55,18 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
             **timing.__dict__,
         }
 
-    exporter = exporters.get(manifest.format)
-    _import_all(exporter.runtime_modules)
+    _import_all(exporters.exporter_class(manifest.format).runtime_modules)
     runtimes: list[Any] = []
-    model_path = artifact / component.model_file
 
     def load_artifact():
-        runtime = exporter.runtime(model_path, component.inputs, component.outputs, threads=threads)
+        runtime = exporters.open_runtime(artifact, manifest, component, threads=threads)
         runtimes.append(runtime)
         return runtime
 
     timing = time_model(load_artifact, inputs, settings)
     return {
         "runtime": f"{runtimes[0].name} {runtimes[0].version}",
+        "runtime_settings": runtimes[0].settings,
         # The model file and its side files (ONNX external data, .mlpackage contents).
         "model_size_bytes": sum(
             f.size_bytes for f in manifest.files if f.path.startswith(component.model_file)

@@ -14,7 +14,11 @@ def bench(
     artifacts: list[Path] = typer.Argument(
         ..., help="Artifact folders written by `edgekit export`."
     ),
-    threads: int = typer.Option(2, help="Threads each runtime may use."),
+    threads: int | None = typer.Option(
+        None,
+        help="Threads each runtime may use. Default: what each artifact's target profile names "
+        "(e.g. 4 for tflite-android), so the numbers are for the settings the app will use.",
+    ),
     runs: int = typer.Option(20, help="Timed runs per variant (at least)."),
     warmup: int = typer.Option(3, help="Untimed runs after the first inference."),
     min_time: float = typer.Option(0.0, help="Keep timing until this many seconds have passed."),
