@@ -48,6 +48,7 @@ def child(preset: str, format_name: str, out_dir: Path) -> dict:
             size_bytes=sum(f.size_bytes for f in manifest.files),
             files=[f.path for f in manifest.files if "/" not in f.path],
             export_s=component.export.duration_s,
+            verify_s=component.export.verify_duration_s,
             verification=component.verification.message,
             details={k: v for k, v in component.export.details.items() if k != "op_histogram"},
         )
@@ -128,19 +129,20 @@ def _markdown(preset: str, machine: dict, records: list[dict]) -> str:
         f"{machine['cpu_count']} cores, {machine['memory_gib']} GiB RAM, {machine['platform']}. "
         "One child process per format (load + export + verify); peak RSS is that process's VmHWM.",
         "",
-        "| format | outcome | precision | size | export | wall (load+export+verify) | peak RSS "
-        "| verification / error |",
-        "|---|---|---|---|---|---|---|---|",
+        "| format | outcome | precision | size | export | verify | wall (load+export+verify) "
+        "| peak RSS | verification / error |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         size = f"{r['size_bytes'] / 2**30:.2f} GiB" if "size_bytes" in r else "-"
         export = f"{r['export_s']:.0f} s" if "export_s" in r else "-"
+        verify = f"{r['verify_s']:.0f} s" if r.get("verify_s") is not None else "-"
         rss = f"{r['peak_rss_bytes'] / 2**30:.1f} GiB" if "peak_rss_bytes" in r else "-"
         wall = f"{r['wall_s']:.0f} s" if "wall_s" in r else "-"
         note = r.get("verification") or r.get("error", "")
         lines.append(
             f"| {r['format']} | {r['outcome']} | {r.get('precision', '-')} | {size} | "
-            f"{export} | {wall} | {rss} | {note} |"
+            f"{export} | {verify} | {wall} | {rss} | {note} |"
         )
     return "\n".join(lines) + "\n"
 

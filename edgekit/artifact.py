@@ -45,7 +45,9 @@ class FileEntry(BaseModel):
 class ExportInfo(BaseModel):
     duration_s: float = Field(description="Seconds the converter took.")
     verify_duration_s: float | None = Field(
-        None, description="Seconds the verification took (runtime load + runs + comparison)."
+        None,
+        description="Seconds verification added: the PyTorch reference runs, the runtime's load "
+        "and runs, the comparison.",
     )
     details: dict[str, Any] = Field(default_factory=dict, description="Exporter-specific facts.")
 
