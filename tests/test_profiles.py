@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -98,12 +99,14 @@ def test_export_with_profile_file_records_it(tmp_path):
     manifest = read_manifest(folder)
     assert manifest.profile["name"] == "phone" and manifest.profile["runtime"]["threads"] == 6
 
-    # The profile's runtime settings reach the runtimes that bench, generate and classify open.
+    # The profile's runtime settings reach the runtimes that bench, generate and classify open:
+    # 6 threads on the phone, capped at this host's cores (more only adds contention here).
+    expected = min(6, os.cpu_count())
     runtime = exporters.open_runtime(folder, manifest, manifest.component())
-    assert runtime.session.get_session_options().intra_op_num_threads == 6
-    assert runtime.settings["threads"] == 6
-    override = exporters.open_runtime(folder, manifest, manifest.component(), threads=2)
-    assert override.session.get_session_options().intra_op_num_threads == 2
+    assert runtime.session.get_session_options().intra_op_num_threads == expected
+    assert runtime.settings["threads"] == expected
+    override = exporters.open_runtime(folder, manifest, manifest.component(), threads=3)
+    assert override.session.get_session_options().intra_op_num_threads == 3
     report = run_bench(
         [folder],
         threads=None,
@@ -111,8 +114,17 @@ def test_export_with_profile_file_records_it(tmp_path):
         pytorch_baseline=False,
     )
     (result,) = report.results
-    assert result.threads == 6 and result.runtime_settings["threads"] == 6
+    assert result.threads == expected and result.runtime_settings["threads"] == expected
     assert result.runtime_settings["execution_provider"] == "CPUExecutionProvider"
+
+
+def test_profile_threads_apply_as_written_when_the_host_has_the_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    settings = exporters.profile_runtime_settings({"runtime": {"threads": 6}})
+    assert settings.threads == 6
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert exporters.profile_runtime_settings({"runtime": {"threads": 6}}).threads == 2
+    assert exporters.profile_runtime_settings({"runtime": {"threads": 6}}, threads=5).threads == 5
 
 
 def test_profile_delegates_a_host_runtime_lacks_are_refused(mobilevit_artifacts):

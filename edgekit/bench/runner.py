@@ -165,6 +165,7 @@ def run_bench(
 
 
 def _threads_for(manifest: Manifest, threads: int | None) -> int:
+    """--threads, else the profile's count (capped at this host's cores), else every core."""
     if threads is not None:
         return threads
     return exporters.profile_runtime_settings(manifest.profile).threads or os.cpu_count() or 1

@@ -120,11 +120,22 @@ def get(name: str, **options: Any) -> Exporter:
 def profile_runtime_settings(
     profile: dict[str, Any] | None, *, threads: int | None = None
 ) -> RuntimeSettings:
-    """The runtime settings an artifact's target profile names; `threads` overrides its count."""
+    """The runtime settings an artifact's target profile names; `threads` overrides its count.
+
+    A profile's thread count is for the device (e.g. 4 big cores); on a host with fewer cores it
+    is capped at the host's count, since more threads than cores only adds contention.
+    """
+    import os
+
     from edgekit.profiles import RuntimeSettings
 
     settings = RuntimeSettings(**((profile or {}).get("runtime") or {}))
-    return settings.model_copy(update={"threads": threads}) if threads else settings
+    if threads:
+        return settings.model_copy(update={"threads": threads})
+    host_cores = os.cpu_count() or 1
+    if settings.threads and settings.threads > host_cores:
+        return settings.model_copy(update={"threads": host_cores})
+    return settings
 
 
 def require_host_runtime(manifest: Manifest, *, action: str) -> None:
