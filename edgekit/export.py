@@ -101,7 +101,11 @@ def export_artifact(
     final_dir = out_dir / (name or _default_name(model, components, format_name, precision))
 
     with staging_dir(out_dir) as staging:
-        runtime_settings = exporters.profile_runtime_settings(profile)
+        # Verification checks numerics on the host's CPU path (XNNPACK for ExecuTorch and
+        # LiteRT) with the profile's thread count; a device-only delegate or provider in the
+        # profile (GPU, NNAPI, CUDA) is for the phone, and must not make export impossible.
+        profile_threads = exporters.profile_runtime_settings(profile).threads
+        runtime_settings = RuntimeSettings(threads=profile_threads)
         entries = [
             _export_component(
                 exporter, component_name, component, staging, precision, runtime_settings
