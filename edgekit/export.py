@@ -92,7 +92,7 @@ def export_artifact(
     else:
         components = {model.source.component or SINGLE_COMPONENT: model}
     for component in components.values():
-        reason = exporter.unsupported_reason(component, precision=precision)
+        reason = exporters.unsupported_reason(exporter, component, precision=precision)
         if reason:
             raise ExportError(
                 reason, hint=f"choose another --precision or --target for {component.model_kind}."
@@ -265,6 +265,13 @@ def _verify(
     runtime_settings: RuntimeSettings,
 ) -> Verification:
     no_runtime = exporter.host_runtime_unavailable_reason()
+    if no_runtime and not isinstance(exporter, exporters.StructureChecker):
+        return runtime_failure(
+            f"{no_runtime} and {exporter.display_name} has no structure check to fall back on",
+            precision=precision,
+            runtime="none on this host",
+            input_seeds=list(seeds),
+        )
     if no_runtime:
         structure = exporter.check_structure(model_path, model, precision=precision)
         verdict = "passed" if structure.passed else "FAILED"

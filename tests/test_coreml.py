@@ -19,7 +19,7 @@ from edgekit.artifact import hash_file, read_manifest
 from edgekit.cli import app
 from edgekit.errors import UnknownChoiceError
 from edgekit.export import export_artifact
-from edgekit.exporters import get
+from edgekit.exporters import get, unsupported_reason
 from edgekit.exporters.coreml import (
     LARGE_WEIGHT_MIN_ELEMENTS,
     CoreMLExporter,
@@ -159,17 +159,17 @@ def test_missing_package_is_a_failed_check_not_a_crash(tmp_path, mobilevit):
 
 def test_unsupported_requests_are_refused_clearly(mobilevit):
     exporter = get("coreml")
-    assert exporter.unsupported_reason(mobilevit, precision="fp16") is None
-    assert exporter.unsupported_reason(mobilevit, precision="int8") == (
+    assert unsupported_reason(exporter, mobilevit, precision="fp16") is None
+    assert unsupported_reason(exporter, mobilevit, precision="int8") == (
         "Core ML export supports fp16 or fp32, not int8."
     )
     old = CoreMLExporter(minimum_deployment_target="iOS14")
-    assert "need iOS15 (macOS12) or newer, not iOS14" in old.unsupported_reason(
-        mobilevit, precision="fp16"
+    assert "need iOS15 (macOS12) or newer, not iOS14" in unsupported_reason(
+        old, mobilevit, precision="fp16"
     )
     with pytest.raises(UnknownChoiceError, match="Unknown Core ML deployment target 'iOS99'"):
-        CoreMLExporter(minimum_deployment_target="iOS99").unsupported_reason(
-            mobilevit, precision="fp16"
+        unsupported_reason(
+            CoreMLExporter(minimum_deployment_target="iOS99"), mobilevit, precision="fp16"
         )
     with pytest.raises(UnknownChoiceError, match="Known: ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY"):
         CoreMLExporter(compute_units="NPU")

@@ -171,3 +171,35 @@ def test_verification_covers_several_inputs(mobilevit_artifacts):
         logits = verification.outputs[0]
         assert logits.top1_agreement == 1.0
         assert logits.centered_sqnr_db >= TOLERANCES["fp32"].min_centered_sqnr_db
+
+
+def test_capabilities_are_data_and_refusals_are_generated_from_it():
+    """What each exporter accepts is declared, and the refusal reads the declaration."""
+    loaded = models.load("tiny-mobilevit")
+    for name in exporters.format_names():
+        exporter = exporters.get(name)
+        assert exporter.precisions and "fp32" in exporter.precisions
+        refused = exporters.unsupported_reason(exporter, loaded, precision="int3")
+        assert refused.startswith(f"{exporter.display_name} export supports ")
+        assert all(p in refused for p in exporter.precisions) and refused.endswith("not int3.")
+    # Only the format whose runtime can be missing on a host checks structure instead.
+    checkers = {
+        n
+        for n in exporters.format_names()
+        if isinstance(exporters.get(n), exporters.StructureChecker)
+    }
+    assert checkers == {"coreml"}
+
+
+def test_no_runtime_and_no_structure_check_fails_clearly(tmp_path, monkeypatch):
+    """A format without a runtime here and nothing to check instead is a failed verification,
+    never a silent pass."""
+    monkeypatch.setattr(
+        exporters.exporter_class("onnx"),
+        "host_runtime_unavailable_reason",
+        lambda self: "pretend onnxruntime is missing",
+    )
+    with pytest.raises(VerificationError, match="no structure check to fall back on"):
+        export_artifact(models.load("tiny-mobilevit"), "onnx", tmp_path)
+    manifest = read_manifest(tmp_path / "tiny-mobilevit-onnx-fp32")
+    assert manifest.status == "failed" and not manifest.component().verification.numerics_checked

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from edgekit.errors import UnknownChoiceError
 
@@ -55,6 +55,9 @@ class Runtime(Protocol):
 
 class Exporter(Protocol):
     name: str
+    display_name: str  # for messages: "ONNX", "Core ML"
+    # What `export(precision=...)` accepts. Data, not code: the one check below reads it.
+    precisions: tuple[str, ...]
     # Extension of the model file (or package folder); demo apps read file names from the
     # manifest. An exporter may also define `component_file_names` (component -> file name).
     file_suffix: str
@@ -63,9 +66,6 @@ class Exporter(Protocol):
     runtime_modules: tuple[str, ...]
     # Distribution names of its converter and runtime, recorded in the manifest's tool_versions.
     tool_packages: tuple[str, ...]
-
-    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
-        """Why this exporter cannot handle this request, or None if it can."""
 
     def export(
         self,
@@ -79,11 +79,6 @@ class Exporter(Protocol):
     def host_runtime_unavailable_reason(self) -> str | None:
         """Why artifacts of this format cannot run on this machine (Core ML off macOS), or None."""
 
-    def check_structure(
-        self, model_path: Path, model: LoadedModel, *, precision: str
-    ) -> StructureCheck:
-        """Without a runtime: IO names/shapes/dtypes vs the model, op histogram, weight dtypes."""
-
     def runtime(
         self,
         model_path: Path,
@@ -93,6 +88,37 @@ class Exporter(Protocol):
         settings: RuntimeSettings | None = None,
     ) -> Runtime:
         """Load the artifact; `settings` are the target profile's runtime settings."""
+
+
+@runtime_checkable
+class ModelLimits(Protocol):
+    """Optional: an exporter whose format limits models beyond precision (Core ML's IO dtypes
+    and minimum deployment target)."""
+
+    def model_unsupported_reason(self, model: LoadedModel) -> str | None:
+        """Why this format cannot take this model, or None if it can."""
+
+
+@runtime_checkable
+class StructureChecker(Protocol):
+    """Optional: an exporter whose runtime may be missing on a host (Core ML off macOS) and that
+    can check an artifact's structure instead of its numerics."""
+
+    def check_structure(
+        self, model_path: Path, model: LoadedModel, *, precision: str
+    ) -> StructureCheck:
+        """Without a runtime: IO names/shapes/dtypes vs the model, op histogram, weight dtypes."""
+
+
+def unsupported_reason(exporter: Exporter, model: LoadedModel, *, precision: str) -> str | None:
+    """Why `exporter` cannot export `model` at `precision`, or None if it can."""
+    if precision not in exporter.precisions:
+        known = exporter.precisions
+        supported = f"{known[0]} only for now" if len(known) == 1 else " or ".join(known)
+        return f"{exporter.display_name} export supports {supported}, not {precision}."
+    if isinstance(exporter, ModelLimits):
+        return exporter.model_unsupported_reason(model)
+    return None
 
 
 def model_file_name(exporter: Exporter, component: str) -> str:

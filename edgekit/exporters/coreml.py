@@ -63,6 +63,8 @@ NOT_LOADABLE = HOST_ONLY + ", so this artifact cannot be loaded or timed here."
 
 class CoreMLExporter:
     name = "coreml"
+    display_name = "Core ML"
+    precisions = tuple(sorted(PRECISIONS))
     runtime_modules = ("coremltools",)
     tool_packages = ("coremltools",)
     file_suffix = ".mlpackage"  # a folder; manifest file entries list what is inside it
@@ -87,15 +89,12 @@ class CoreMLExporter:
                 list(COMPUTE_UNITS),
                 hint="ALL lets Core ML pick CPU, GPU or Neural Engine per op.",
             )
-        # The target name is checked against coremltools in unsupported_reason(), so building
+        # The target name is checked against coremltools in model_unsupported_reason(), so building
         # an exporter (the CLI does it before loading a model) does not import coremltools.
         self.minimum_deployment_target = minimum_deployment_target
         self.compute_units = compute_units
 
-    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
-        if precision not in PRECISIONS:
-            known = " or ".join(sorted(PRECISIONS))
-            return f"Core ML export supports {known}, not {precision}."
+    def model_unsupported_reason(self, model: LoadedModel) -> str | None:
         for spec in [*model.inputs, *model.outputs]:
             if spec.dtype not in IO_DTYPES:
                 return (

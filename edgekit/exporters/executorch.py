@@ -22,14 +22,11 @@ log = logging.getLogger(__name__)
 
 class ExecuTorchExporter:
     name = "executorch"
+    display_name = "ExecuTorch"
+    precisions = ("fp32",)
     runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
     tool_packages = ("executorch", "torchao")
     file_suffix = ".pte"
-
-    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
-        if precision != "fp32":
-            return f"ExecuTorch export supports fp32 only for now, not {precision}."
-        return None
 
     def export(
         self,
@@ -59,9 +56,6 @@ class ExecuTorchExporter:
 
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS
-
-    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
-        raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,

@@ -29,14 +29,11 @@ PROTOBUF_LIMIT_BYTES = 2**31 - 1
 
 class OnnxExporter:
     name = "onnx"
+    display_name = "ONNX"
+    precisions = ("fp32",)
     runtime_modules = ("onnxruntime",)
     tool_packages = ("onnx", "onnxscript", "onnxruntime")
     file_suffix = ".onnx"
-
-    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
-        if precision != "fp32":
-            return f"ONNX export supports fp32 only for now, not {precision}."
-        return None
 
     def export(
         self,
@@ -82,9 +79,6 @@ class OnnxExporter:
 
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS
-
-    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
-        raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,

@@ -45,14 +45,11 @@ _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 
 class TFLiteExporter:
     name = "tflite"
+    display_name = "TFLite"
+    precisions = ("fp32",)
     runtime_modules = ("ai_edge_litert.interpreter",)
     tool_packages = ("litert-torch", "ai-edge-litert")
     file_suffix = ".tflite"
-
-    def unsupported_reason(self, model: LoadedModel, *, precision: str) -> str | None:
-        if precision != "fp32":
-            return f"TFLite export supports fp32 only for now, not {precision}."
-        return None
 
     def export(
         self,
@@ -106,9 +103,6 @@ class TFLiteExporter:
 
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # ai-edge-litert is a pip dependency on Linux and macOS
-
-    def check_structure(self, model_path: Path, model: LoadedModel, *, precision: str):
-        raise NotImplementedError("numerics are always checked on the host runtime")
 
     def runtime(
         self,
