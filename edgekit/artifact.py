@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from edgekit.errors import ArtifactError, OutputError
 from edgekit.models.base import PipelineInfo, Preprocessing, SourceInfo, TensorSpec
+from edgekit.quant.plan import QuantPlan
 from edgekit.validate import Verification
 
 # 3.0: verification over several inputs (input_seeds, centered SQNR, runtime_error), explicit
@@ -81,6 +82,9 @@ class Manifest(BaseModel):
     source: SourceInfo
     format: str
     precision: str
+    quant_plan: QuantPlan | None = Field(
+        None, description="The quantization plan asked for with --quant (named or a file)."
+    )
     profile: dict[str, Any] | None = Field(
         None, description="The deployment target profile the artifact was exported for."
     )

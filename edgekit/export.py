@@ -32,6 +32,7 @@ from edgekit.artifact import (
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
 from edgekit.profiles import RuntimeSettings, TargetProfile
+from edgekit.quant.plan import FLOAT_PRECISIONS, QuantPlan
 from edgekit.validate import (
     ARTIFACT_STATUS,
     TOLERANCES,
@@ -42,6 +43,8 @@ from edgekit.validate import (
 )
 
 log = logging.getLogger(__name__)
+
+FLOAT_PRECISION_NAMES = {p.value for p in FLOAT_PRECISIONS}
 
 # Verification inputs: at least two, so an artifact that ignores its input (or a reference that
 # does) shows. Classifiers get more: top-1 agreement over one input says little, and each run of
@@ -79,6 +82,7 @@ def export_artifact(
     exporter_options: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
     on_replace: Callable[[Path], None] | None = None,
+    plan: QuantPlan | None = None,
 ) -> tuple[Path, Manifest]:
     """Export every component of `model` to `format_name` under `out_dir`, verify each, publish.
 
@@ -132,6 +136,7 @@ def export_artifact(
             source=model.source,
             format=format_name,
             precision=precision,
+            quant_plan=plan,
             profile=profile,
             preprocessing=first.preprocessing,
             labels=first.labels,
@@ -168,18 +173,45 @@ def export_for_target(
     precision: str | None = None,
     name: str | None = None,
     on_replace: Callable[[Path], None] | None = None,
+    plan: QuantPlan | None = None,
 ) -> tuple[Path, Manifest]:
-    """`export_artifact` with a deployment target profile's format, precision and options."""
+    """`export_artifact` with a deployment target profile's format, precision and options.
+
+    A `plan` whose layers all share one precision exports at that precision; a mixed or
+    quantized plan is refused by every exporter for now (none realizes int8 yet).
+    """
+    if plan is not None:
+        precision = _plan_precision(plan)
     return export_artifact(
         model,
         profile.format,
         out_dir,
+        plan=plan,
         precision=precision or profile.precision,
         name=name,
         exporter_options=profile.export,
         profile=profile.model_dump(exclude_none=True),
         on_replace=on_replace,
     )
+
+
+def _plan_precision(plan: QuantPlan) -> str:
+    """The one float precision a plan asks for; a plan with quantized layers is refused."""
+    quantized = sorted(
+        {p.value for p in [plan.default, *plan.overrides.values()]} - FLOAT_PRECISION_NAMES
+    )
+    if quantized:
+        raise ExportError(
+            f"Plan '{plan.name}' quantizes layers to {', '.join(quantized)}; edgekit cannot "
+            "realize quantized layers on any target yet.",
+            hint="export with --quant fp32 (or fp16 for Core ML) meanwhile.",
+        )
+    if plan.uniform_precision is None:
+        raise ExportError(
+            f"Plan '{plan.name}' mixes fp32 and fp16 layers; no target realizes that yet.",
+            hint="use one float precision for the whole model (--quant fp32 or fp16).",
+        )
+    return plan.uniform_precision.value
 
 
 def _default_name(

@@ -15,6 +15,8 @@ from edgekit.bench.schema import SCHEMA_PATH as BENCH_SCHEMA_PATH
 from edgekit.bench.schema import bench_json_schema
 from edgekit.cli import app
 from edgekit.exporters import format_names
+from edgekit.quant.plan import SCHEMA_PATH as PLAN_SCHEMA_PATH
+from edgekit.quant.plan import plan_json_schema
 from tests.conftest import host_formats
 
 runner = CliRunner()
@@ -22,6 +24,10 @@ runner = CliRunner()
 
 def test_committed_schemas_are_current():
     # Regenerate with: python -m edgekit.artifact && python -m edgekit.bench.schema
+    # && python -m edgekit.quant.plan
+    assert json.loads(PLAN_SCHEMA_PATH.read_text()) == json.loads(
+        json.dumps(plan_json_schema(), sort_keys=True)
+    )
     assert json.loads(MANIFEST_SCHEMA_PATH.read_text()) == json.loads(
         json.dumps(manifest_json_schema(), sort_keys=True)
     )

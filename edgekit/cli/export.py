@@ -48,6 +48,13 @@ def export(
     precision: str | None = typer.Option(
         None, help="fp32 or fp16 (Core ML). Default: the target profile's precision."
     ),
+    quant: str | None = typer.Option(
+        None,
+        "--quant",
+        help="Quantization plan: fp32, fp16, int8, int8-dynamic, mixed, or a plan .json "
+        "(default precision + per-module overrides). Plans with int8 layers are refused for now: "
+        "no target realizes them yet.",
+    ),
     name: str | None = typer.Option(None, help="Artifact folder name (default: derived)."),
     allow_pickle: bool = typer.Option(
         False,
@@ -65,6 +72,11 @@ def export(
         from edgekit.export import export_for_target
 
         profile = profiles.resolve(target)  # a bad target fails before a slow model load
+        if quant and precision:
+            raise profiles.ProfileError(
+                "--quant and --precision both set the precision.",
+                hint="use --quant (a named plan such as fp16, or a plan file) alone.",
+            )
         with console.status(f"Loading {model} ..."):
             if models.is_stable_diffusion(model):
                 if batch_size != 1:
@@ -94,11 +106,36 @@ def export(
                 f"[yellow]{model} is a preset with RANDOM weights[/yellow] (real architecture, "
                 "seeded init): use it to test the path, not results."
             )
+        plan = _load_plan(quant, loaded) if quant else None
         with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
             path, manifest = export_for_target(
-                loaded, profile, out, precision=precision, name=name, on_replace=say_replaced
+                loaded,
+                profile,
+                out,
+                precision=precision,
+                plan=plan,
+                name=name,
+                on_replace=say_replaced,
             )
         print_manifest_summary(path, manifest)
+
+
+def _load_plan(quant: str, loaded):
+    """The plan, checked against the model (or the one component of a pipeline) it is for."""
+    from edgekit.models import LoadedPipeline
+    from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan
+
+    if isinstance(loaded, LoadedPipeline):
+        if len(loaded.components) != 1 and quant not in NAMED_PLANS:
+            raise QuantPlanError(
+                "A plan file names the layers of one model; this pipeline has "
+                f"{len(loaded.components)} components.",
+                hint="choose that component with --component (e.g. --component unet).",
+            )
+        module = next(iter(loaded.components.values())).module
+    else:
+        module = loaded.module
+    return load_plan(quant, module)
 
 
 def say_replaced(path: Path) -> None:
