@@ -8,7 +8,6 @@ Schema is generated from these pydantic models and committed as
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from edgekit.errors import ArtifactError, OutputError
+from edgekit.json_schema import json_schema, write_json_schema
 from edgekit.models.base import PipelineInfo, Preprocessing, SourceInfo, TensorSpec
 from edgekit.quant.plan import QuantPlan
 from edgekit.validate import Verification
@@ -327,14 +327,11 @@ def read_manifest(artifact_dir: Path) -> Manifest:
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    schema = Manifest.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://edgekit.dev/schemas/manifest-{MANIFEST_SCHEMA_VERSION}.json"
-    return schema
+    return json_schema(Manifest, name="manifest", version=MANIFEST_SCHEMA_VERSION)
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> None:
-    path.write_text(json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n")
+    write_json_schema(manifest_json_schema(), path)
 
 
 if __name__ == "__main__":

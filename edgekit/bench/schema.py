@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from edgekit.json_schema import json_schema, write_json_schema
 
 BENCH_SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "bench.schema.json"
@@ -83,14 +84,11 @@ class BenchReport(BaseModel):
 
 
 def bench_json_schema() -> dict[str, Any]:
-    schema = BenchReport.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://edgekit.dev/schemas/bench-{BENCH_SCHEMA_VERSION}.json"
-    return schema
+    return json_schema(BenchReport, name="bench", version=BENCH_SCHEMA_VERSION)
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> None:
-    path.write_text(json.dumps(bench_json_schema(), indent=2, sort_keys=True) + "\n")
+    write_json_schema(bench_json_schema(), path)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import EdgekitError
+from edgekit.json_schema import json_schema, write_json_schema
 
 if TYPE_CHECKING:
     from torch import nn
@@ -186,14 +187,11 @@ def read_plan(path: Path) -> QuantPlan:
 
 
 def plan_json_schema() -> dict:
-    schema = QuantPlan.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://edgekit.dev/schemas/quant-plan-{PLAN_SCHEMA_VERSION}.json"
-    return schema
+    return json_schema(QuantPlan, name="quant-plan", version=PLAN_SCHEMA_VERSION)
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> None:
-    path.write_text(json.dumps(plan_json_schema(), indent=2, sort_keys=True) + "\n")
+    write_json_schema(plan_json_schema(), path)
 
 
 if __name__ == "__main__":
