@@ -242,11 +242,8 @@ class _PresetSource:
             SD15_SCHEDULER_CONFIG, origin=f"The {self.name} preset's scheduler config"
         )
 
-    def write_assets(self, folder: Path) -> list[Path]:
-        return [
-            *clip_tokenizer.write_tokenizer_files(folder),
-            _write_scheduler(folder, self.scheduler_spec()),
-        ]
+    def write_tokenizer(self, folder: Path) -> list[Path]:
+        return clip_tokenizer.write_tokenizer_files(folder)
 
 
 class _FolderSource:
@@ -337,7 +334,7 @@ class _FolderSource:
             return spec_from_source_config(SD15_SCHEDULER_CONFIG, origin="SD 1.5's scheduler")
         return spec_from_source_config(_read_json(config), origin=str(config))
 
-    def write_assets(self, folder: Path) -> list[Path]:
+    def write_tokenizer(self, folder: Path) -> list[Path]:
         written = []
         tokenizer_dir = self.path / "tokenizer"
         if (tokenizer_dir / "vocab.json").is_file() and (tokenizer_dir / "merges.txt").is_file():
@@ -348,7 +345,7 @@ class _FolderSource:
         else:
             # SD 1.x always uses CLIP's BPE vocabulary; the packaged copy is that file.
             written += clip_tokenizer.write_tokenizer_files(folder)
-        return [*written, _write_scheduler(folder, self.scheduler_spec())]
+        return written
 
 
 class _SingleFileSource(_FolderSource):
@@ -539,7 +536,12 @@ def load_pipeline(
         components=loaded,
         source=src.source_info(None, pipeline_digest, options),
         info=shapes.info(scheduler),
-        write_assets=src.write_assets,
+        # The scheduler file is written from the spec read above (the manifest's), not read
+        # from the source again: one read, so file and manifest cannot disagree.
+        write_assets=lambda folder: [
+            *src.write_tokenizer(folder),
+            _write_scheduler(folder, scheduler),
+        ],
     )
 
 
