@@ -198,7 +198,6 @@ def _check_classifier(manifest: Manifest) -> None:
 
 
 def _artifact_runtime(artifact_dir: Path, manifest: Manifest, threads: int | None):
-
     exporters.require_host_runtime(manifest, action="classify")
     return exporters.open_runtime(artifact_dir, manifest, manifest.component(), threads=threads)
 
@@ -210,15 +209,8 @@ def _pytorch_reference(manifest: Manifest, batch_size: int) -> tuple[Runner | No
     """
     from edgekit import models
 
-    source = manifest.source
     try:
-        # The recorded load options carry the user's consents (e.g. allow_pickle).
-        loaded = models.load(source.path, **{**source.options, "batch_size": batch_size})
+        loaded = models.reload(manifest.source, batch_size=batch_size)
     except SourceError as exc:
-        return None, f"its source cannot be loaded: {exc.message}"
-    if loaded.source.sha256 != source.sha256:
-        return None, (
-            f"its source {source.path} changed since the export (sha256 differs), so it is no "
-            "reference for this artifact"
-        )
+        return None, exc.message
     return loaded.run_torch, None

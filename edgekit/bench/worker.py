@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bench.timing import TimingSettings, time_model
-from edgekit.errors import EdgekitError, SourceError
+from edgekit.errors import EdgekitError
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
@@ -86,14 +86,7 @@ def _load_source(component):
     """Rebuild the PyTorch model the component came from, and check it is the same one."""
     from edgekit import models
 
-    model = models.load(component.source.path, **component.source.options)
-    if model.source.sha256 != component.source.sha256:
-        raise SourceError(
-            f"The source at {component.source.path} changed since the artifact was exported "
-            "(sha256 differs), so it is no baseline for it.",
-            hint="re-export, or bench without --pytorch.",
-        )
-    return model
+    return models.reload(component.source)
 
 
 def main(argv: list[str]) -> int:

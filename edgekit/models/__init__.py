@@ -29,6 +29,7 @@ __all__ = [
     "is_stable_diffusion",
     "load",
     "load_pipeline",
+    "reload",
     "preset_names",
 ]
 
@@ -123,6 +124,23 @@ def load(
         config=Path(config) if config else None,
         allow_pickle=allow_pickle,
     )
+
+
+def reload(source: SourceInfo, **overrides) -> LoadedModel:
+    """Rebuild the PyTorch model an artifact was exported from, as its manifest recorded it.
+
+    The recorded load options carry the user's consents (e.g. allow_pickle); `overrides`
+    replace some (e.g. batch_size). Weights that changed since the export (sha256) are refused:
+    they are no reference for the artifact.
+    """
+    model = load(source.path, **{**source.options, **overrides})
+    if model.source.sha256 != source.sha256:
+        raise SourceError(
+            f"The source at {source.path} changed since the export (sha256 differs), so it is "
+            "no reference for this artifact.",
+            hint="re-export from the current source, or run without the PyTorch comparison.",
+        )
+    return model
 
 
 def load_pipeline(
