@@ -25,11 +25,12 @@ from edgekit.errors import ArtifactError, OutputError
 from edgekit.json_schema import json_schema, write_json_schema
 from edgekit.models.base import PipelineInfo, Preprocessing, SourceInfo, TensorSpec
 from edgekit.quant.plan import QuantPlan
+from edgekit.quant.spec import CalibrationRecord, PlanCheck
 from edgekit.validate import Verification
 
 # 3.0: verification over several inputs (input_seeds, centered SQNR, runtime_error), explicit
 # preprocessing and scheduler blocks.
-MANIFEST_SCHEMA_VERSION = "3.0"
+MANIFEST_SCHEMA_VERSION = "3.1"
 MANIFEST_NAME = "manifest.json"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
 _TEMP_PREFIX = ".edgekit-tmp-"
@@ -65,6 +66,18 @@ class ComponentManifest(BaseModel):
     source: SourceInfo = Field(description="The weights this component came from.")
     export: ExportInfo
     verification: Verification
+    quant: PlanCheck | None = Field(
+        None,
+        description="The precision each layer holds, read back from the model file, against the "
+        "plan's; a mismatch fails the artifact.",
+    )
+    calibration: CalibrationRecord | None = Field(
+        None, description="The data static int8 layers were calibrated on (quantized plans)."
+    )
+    size_bytes: int | None = Field(None, description="Bytes of this component's model file(s).")
+    fp32_weight_bytes: int | None = Field(
+        None, description="Bytes the same weights take in fp32: parameter count x 4."
+    )
 
 
 class Manifest(BaseModel):

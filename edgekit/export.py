@@ -32,19 +32,26 @@ from edgekit.artifact import (
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
 from edgekit.profiles import RuntimeSettings, TargetProfile
-from edgekit.quant.plan import FLOAT_PRECISIONS, QuantPlan
+from edgekit.quant.plan import QuantPlan, QuantPlanError, named_plan
+from edgekit.quant.spec import (
+    CalibrationInputs,
+    CalibrationRecord,
+    PlanCheck,
+    QuantSpec,
+    check_realized,
+    quant_spec,
+    unreadable_plan_check,
+)
 from edgekit.validate import (
     ARTIFACT_STATUS,
-    TOLERANCES,
     Verification,
     check_reference,
     compare_outputs,
     runtime_failure,
+    tolerance_for,
 )
 
 log = logging.getLogger(__name__)
-
-FLOAT_PRECISION_NAMES = {p.value for p in FLOAT_PRECISIONS}
 
 # Verification inputs: at least two, so an artifact that ignores its input (or a reference that
 # does) shows. Classifiers get more: top-1 agreement over one input says little, and each run of
@@ -83,26 +90,33 @@ def export_artifact(
     profile: dict[str, Any] | None = None,
     on_replace: Callable[[Path], None] | None = None,
     plan: QuantPlan | None = None,
+    calibration: dict[str, CalibrationInputs] | None = None,
 ) -> tuple[Path, Manifest]:
     """Export every component of `model` to `format_name` under `out_dir`, verify each, publish.
 
-    Returns (artifact folder, manifest). `exporter_options` go to the exporter's constructor
-    (e.g. Core ML's minimum deployment target); `profile` is recorded in the manifest.
-    `on_replace(folder)` is called when the new artifact replaced an existing one there.
+    Returns (artifact folder, manifest). `plan` (else the uniform `precision`) sets each layer's
+    precision; `calibration` maps a component to the inputs its static int8 layers calibrate on.
+    `exporter_options` go to the exporter's constructor (e.g. Core ML's minimum deployment
+    target); `profile` is recorded in the manifest. `on_replace(folder)` is called when the new
+    artifact replaced an existing one there.
     """
     exporter = exporters.get(format_name, **(exporter_options or {}))
     if isinstance(model, LoadedPipeline):
         components = model.components
     else:
         components = {model.source.component or SINGLE_COMPONENT: model}
-    for component in components.values():
-        reason = exporters.unsupported_reason(exporter, component, precision=precision)
+    specs = _component_specs(components, plan, precision, calibration or {})
+    for component_name, component in components.items():
+        reason = exporters.unsupported_reason(exporter, component, quant=specs[component_name])
         if reason:
             raise ExportError(
-                reason, hint=f"choose another --precision or --target for {component.model_kind}."
+                reason,
+                hint=f"choose another --quant plan or --target for {component.model_kind}.",
             )
+    labels = {spec.label for spec in specs.values()}
+    label = labels.pop() if len(labels) == 1 else "mixed"
     prepare_output_dir(out_dir)
-    final_dir = out_dir / (name or _default_name(model, components, format_name, precision))
+    final_dir = out_dir / (name or _default_name(model, components, format_name, label))
 
     with staging_dir(out_dir) as staging:
         # Verification checks numerics on the host's CPU path (XNNPACK for ExecuTorch and
@@ -112,7 +126,12 @@ def export_artifact(
         runtime_settings = RuntimeSettings(threads=profile_threads)
         entries = [
             _export_component(
-                exporter, component_name, component, staging, precision, runtime_settings
+                exporter,
+                component_name,
+                component,
+                staging,
+                specs[component_name],
+                runtime_settings,
             )
             for component_name, component in components.items()
         ]
@@ -121,6 +140,8 @@ def export_artifact(
             model.write_assets(staging)
             pipeline_info = model.info
         statuses = {ARTIFACT_STATUS[e.verification.status] for e in entries}
+        if any(e.quant and e.quant.status == "failed" for e in entries):
+            statuses.add("failed")
         status = (
             "failed"
             if "failed" in statuses
@@ -135,7 +156,7 @@ def export_artifact(
             random_weights=model.source.random_weights,
             source=model.source,
             format=format_name,
-            precision=precision,
+            precision=label,
             quant_plan=plan,
             profile=profile,
             preprocessing=first.preprocessing,
@@ -150,7 +171,7 @@ def export_artifact(
         on_replace(final_dir)
 
     if status == "failed":
-        failures = [f"{e.name}: {f}" for e in entries for f in e.verification.failures]
+        failures = [f"{e.name}: {f}" for e in entries for f in _component_failures(e)]
         runtime_broke = any(e.verification.runtime_error for e in entries)
         raise VerificationError(
             f"{final_dir.name} failed verification: {'; '.join(failures)}. "
@@ -174,19 +195,15 @@ def export_for_target(
     name: str | None = None,
     on_replace: Callable[[Path], None] | None = None,
     plan: QuantPlan | None = None,
+    calibration: dict[str, CalibrationInputs] | None = None,
 ) -> tuple[Path, Manifest]:
-    """`export_artifact` with a deployment target profile's format, precision and options.
-
-    A `plan` whose layers all share one precision exports at that precision; a mixed or
-    quantized plan is refused by every exporter for now (none realizes int8 yet).
-    """
-    if plan is not None:
-        precision = _plan_precision(plan)
+    """`export_artifact` with a deployment target profile's format, precision and options."""
     return export_artifact(
         model,
         profile.format,
         out_dir,
         plan=plan,
+        calibration=calibration,
         precision=precision or profile.precision,
         name=name,
         exporter_options=profile.export,
@@ -195,23 +212,34 @@ def export_for_target(
     )
 
 
-def _plan_precision(plan: QuantPlan) -> str:
-    """The one float precision a plan asks for; a plan with quantized layers is refused."""
-    quantized = sorted(
-        {p.value for p in [plan.default, *plan.overrides.values()]} - FLOAT_PRECISION_NAMES
-    )
-    if quantized:
-        raise ExportError(
-            f"Plan '{plan.name}' quantizes layers to {', '.join(quantized)}; edgekit cannot "
-            "realize quantized layers on any target yet.",
-            hint="export with --quant fp32 (or fp16 for Core ML) meanwhile.",
+def _component_specs(
+    components: dict[str, LoadedModel],
+    plan: QuantPlan | None,
+    precision: str,
+    calibration: dict[str, CalibrationInputs],
+) -> dict[str, QuantSpec]:
+    """Each component's plan resolved against its module. A plan made for one component of a
+    pipeline (`plan.component`, e.g. the UNet) applies to that one; the others stay at the
+    plan's float precision. A named plan applies to every component."""
+    if plan is not None and plan.component is not None and plan.component not in components:
+        raise QuantPlanError(
+            f"The plan is for the '{plan.component}' component, which this export does not have "
+            f"(it has {', '.join(components)}).",
+            hint="export the source the plan was made for, or pass --component.",
         )
-    if plan.uniform_precision is None:
-        raise ExportError(
-            f"Plan '{plan.name}' mixes fp32 and fp16 layers; no target realizes that yet.",
-            hint="use one float precision for the whole model (--quant fp32 or fp16).",
+    specs = {}
+    for name, component in components.items():
+        applies = plan is not None and plan.component in (None, name)
+        component_plan = plan if applies else named_plan(precision, component.module)
+        specs[name] = quant_spec(
+            component_plan, component.module, calibration=calibration.get(name)
         )
-    return plan.uniform_precision.value
+    return specs
+
+
+def _component_failures(entry: ComponentManifest) -> list[str]:
+    plan_failures = entry.quant.failures if entry.quant else []
+    return [*entry.verification.failures, *plan_failures]
 
 
 def _default_name(
@@ -238,10 +266,11 @@ def _export_component(
     component_name: str,
     model: LoadedModel,
     staging: Path,
-    precision: str,
+    quant: QuantSpec,
     runtime_settings: RuntimeSettings,
 ) -> ComponentManifest:
     model_path = staging / exporters.model_file_name(exporter, component_name)
+    precision = quant.label
     seeds = verify_seeds(model)
     started = time.perf_counter()
     inputs = [model.sample_inputs(seed) for seed in seeds]
@@ -252,7 +281,7 @@ def _export_component(
     # 3. Export.
     started = time.perf_counter()
     try:
-        result = exporter.export(model, inputs[0], model_path, precision=precision)
+        result = exporter.export(model, inputs[0], model_path, quant=quant)
     except EdgekitError:
         raise
     except Exception as exc:  # converters raise anything; the user gets one line, log the rest
@@ -263,10 +292,12 @@ def _export_component(
         ) from exc
     duration_s = time.perf_counter() - started
 
-    # 4. Verify on the host runtime, or (where none exists on this OS) the structure only.
+    # 4. Verify: the plan, read back layer by layer from the artifact; then the numerics on the
+    # host runtime, or (where none exists on this OS) the structure only.
     started = time.perf_counter()
+    plan_check = _check_plan(exporter, model_path, quant)
     verification = _verify(
-        exporter, model, model_path, seeds, inputs, references, precision, runtime_settings
+        exporter, model, model_path, seeds, inputs, references, quant, runtime_settings
     )
     verify_s = reference_s + time.perf_counter() - started
     return ComponentManifest(
@@ -283,7 +314,29 @@ def _export_component(
             details=result.details,
         ),
         verification=verification,
+        quant=plan_check,
+        calibration=CalibrationRecord.of(quant.calibration)
+        if quant.is_quantized and quant.calibration
+        else None,
+        size_bytes=sum(f.stat().st_size for f in result.files),
+        fp32_weight_bytes=model.parameter_count * 4,
     )
+
+
+def _check_plan(
+    exporter: exporters.Exporter, model_path: Path, quant: QuantSpec
+) -> PlanCheck | None:
+    """The plan as the artifact realized it, read back from the written file."""
+    if not isinstance(exporter, exporters.LayerReader):
+        if quant.is_quantized:
+            raise ExportError(f"{exporter.display_name} cannot read layer precisions back.")
+        return None
+    try:
+        realized = exporter.read_layer_precisions(model_path, quant)
+    except Exception as exc:  # an unreadable file fails the check; the runtime says more below
+        log.debug("cannot read layer precisions back", exc_info=True)
+        return unreadable_plan_check(quant, _first_line(exc), evidence=exporter.layer_evidence)
+    return check_realized(quant, realized, evidence=exporter.layer_evidence)
 
 
 def _verify(
@@ -293,9 +346,10 @@ def _verify(
     seeds: tuple[int, ...],
     inputs: list[dict],
     references: list[dict],
-    precision: str,
+    quant: QuantSpec,
     runtime_settings: RuntimeSettings,
 ) -> Verification:
+    precision = quant.label
     no_runtime = exporter.host_runtime_unavailable_reason()
     if no_runtime and not isinstance(exporter, exporters.StructureChecker):
         return runtime_failure(
@@ -305,14 +359,14 @@ def _verify(
             input_seeds=list(seeds),
         )
     if no_runtime:
-        structure = exporter.check_structure(model_path, model, precision=precision)
+        structure = exporter.check_structure(model_path, model, quant=quant)
         verdict = "passed" if structure.passed else "FAILED"
         return Verification(
             status="not-checked" if structure.passed else "failed",
             numerics_checked=False,
             runtime="none on this host",
             precision=precision,
-            tolerance=TOLERANCES[precision],
+            tolerance=tolerance_for(precision),
             input_seeds=list(seeds),
             outputs=[],
             structure=structure,

@@ -52,12 +52,18 @@ class Tolerance(BaseModel):
 #   may accumulate in fp16 where PyTorch's CPU kernels use fp32, so the gate sits 10 dB under
 #   the worst: 30 dB.
 # - top-1: fp32 and fp16 agreed on every verification input in every measurement above: 1.0.
-# Quantized precisions get their thresholds (and a lower top-1 agreement) from measurements when
-# quantization lands; until then no exporter accepts them.
+# - quantized (any plan with an int8 layer): see QUANTIZED_TOLERANCE below.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(min_sqnr_db=80.0, min_centered_sqnr_db=80.0, min_top1_agreement=1.0),
     "fp16": Tolerance(min_sqnr_db=30.0, min_centered_sqnr_db=30.0, min_top1_agreement=1.0),
 }
+# PROVISIONAL until measured by benchmarks/measure_tolerances.py.
+QUANTIZED_TOLERANCE = Tolerance(min_sqnr_db=10.0, min_centered_sqnr_db=10.0, min_top1_agreement=0.5)
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The gate for an artifact labelled `precision` (fp32, fp16, or a quantized plan's label)."""
+    return TOLERANCES.get(precision, QUANTIZED_TOLERANCE)
 
 
 class OutputComparison(BaseModel):
@@ -128,7 +134,7 @@ def check_reference(references: list[dict[str, np.ndarray]], *, precision: str) 
     from edgekit.errors import DegenerateReferenceError
 
     hint = "the weights are degenerate (e.g. never initialised); load real weights."
-    tolerance = TOLERANCES[precision]
+    tolerance = tolerance_for(precision)
     for name in references[0]:
         values = np.stack([r[name] for r in references]).astype(np.float64)
         if not np.all(np.isfinite(values)):
@@ -178,7 +184,7 @@ def compare_outputs(
     `references[i]` and `actuals[i]` are the outputs for the input made from `input_seeds[i]`.
     Never raises on a mismatch: every failure is collected, each naming the check that failed.
     """
-    tolerance = TOLERANCES[precision]
+    tolerance = tolerance_for(precision)
     outputs = []
     for name in references[0]:
         outputs.append(
@@ -230,7 +236,7 @@ def runtime_failure(
         numerics_checked=False,
         runtime=runtime,
         precision=precision,
-        tolerance=TOLERANCES[precision],
+        tolerance=tolerance_for(precision),
         input_seeds=list(input_seeds),
         outputs=[],
         runtime_error=error,

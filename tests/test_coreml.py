@@ -26,6 +26,8 @@ from edgekit.exporters.coreml import (
     NoHostRuntimeError,
 )
 from edgekit.models.base import seeded_inputs
+from edgekit.quant.plan import LayerPrecision, QuantPlan
+from edgekit.quant.spec import float_spec, quant_spec
 from edgekit.validate import TOLERANCES, compare_outputs
 
 runner = CliRunner()
@@ -87,12 +89,18 @@ def test_package_files_are_listed_hashed_and_readable(coreml_artifacts):
         assert path.stat().st_mode & 0o044 == 0o044, entry.path
 
 
+def FP16(model):  # noqa: N802 - reads like the constant it stands for
+    return float_spec("fp16", model.module)
+
+
 @pytest.mark.parametrize(("precision", "weight_dtype"), [("fp16", "float16"), ("fp32", "float32")])
 def test_structure_facts_hold_io_ops_and_weight_precision(
     coreml_artifacts, mobilevit, precision, weight_dtype
 ):
     check = CoreMLExporter().check_structure(
-        coreml_artifacts[precision] / "model.mlpackage", mobilevit, precision=precision
+        coreml_artifacts[precision] / "model.mlpackage",
+        mobilevit,
+        quant=float_spec(precision, mobilevit.module),
     )
     facts = check.facts
     assert check.passed, check.failures
@@ -124,7 +132,7 @@ def test_wrong_shape_fails_the_structure_check(coreml_artifacts, mobilevit):
         source=mobilevit.source,
     )
     check = CoreMLExporter().check_structure(
-        coreml_artifacts["fp32"] / "model.mlpackage", wrong, precision="fp32"
+        coreml_artifacts["fp32"] / "model.mlpackage", wrong, quant=float_spec("fp32", wrong.module)
     )
     assert not check.passed
     assert check.failures == ["output 'logits' shape [1, 10] != model [1, 11]"]
@@ -132,7 +140,9 @@ def test_wrong_shape_fails_the_structure_check(coreml_artifacts, mobilevit):
 
 def test_fp32_weights_fail_an_fp16_check(coreml_artifacts, mobilevit):
     check = CoreMLExporter().check_structure(
-        coreml_artifacts["fp32"] / "model.mlpackage", mobilevit, precision="fp16"
+        coreml_artifacts["fp32"] / "model.mlpackage",
+        mobilevit,
+        quant=float_spec("fp16", mobilevit.module),
     )
     assert not check.passed and len(check.failures) == 1
     large = check.facts["weight_precision"]["float32"]["large_tensors"]
@@ -145,31 +155,34 @@ def test_fp32_weights_fail_an_fp16_check(coreml_artifacts, mobilevit):
 def test_deployment_target_is_checked(coreml_artifacts, mobilevit):
     exporter = CoreMLExporter(minimum_deployment_target="iOS18")
     check = exporter.check_structure(
-        coreml_artifacts["fp16"] / "model.mlpackage", mobilevit, precision="fp16"
+        coreml_artifacts["fp16"] / "model.mlpackage",
+        mobilevit,
+        quant=float_spec("fp16", mobilevit.module),
     )
     assert check.failures == ["specification version 8 != 9 (iOS18 was asked)"]
 
 
 def test_missing_package_is_a_failed_check_not_a_crash(tmp_path, mobilevit):
     check = CoreMLExporter().check_structure(
-        tmp_path / "model.mlpackage", mobilevit, precision="fp16"
+        tmp_path / "model.mlpackage", mobilevit, quant=FP16(mobilevit)
     )
     assert not check.passed and check.failures[0].startswith("cannot read model.mlpackage")
 
 
 def test_unsupported_requests_are_refused_clearly(mobilevit):
     exporter = get("coreml")
-    assert unsupported_reason(exporter, mobilevit, precision="fp16") is None
-    assert unsupported_reason(exporter, mobilevit, precision="int8") == (
-        "Core ML export supports fp16 or fp32, not int8."
+    assert unsupported_reason(exporter, mobilevit, quant=FP16(mobilevit)) is None
+    int8 = quant_spec(QuantPlan(default=LayerPrecision.INT8), mobilevit.module)
+    assert unsupported_reason(exporter, mobilevit, quant=int8).startswith(
+        "Core ML cannot realize int8 for layer 'mobilevit.conv_stem.convolution'"
     )
     old = CoreMLExporter(minimum_deployment_target="iOS14")
     assert "need iOS15 (macOS12) or newer, not iOS14" in unsupported_reason(
-        old, mobilevit, precision="fp16"
+        old, mobilevit, quant=FP16(mobilevit)
     )
     with pytest.raises(UnknownChoiceError, match="Unknown Core ML deployment target 'iOS99'"):
         unsupported_reason(
-            CoreMLExporter(minimum_deployment_target="iOS99"), mobilevit, precision="fp16"
+            CoreMLExporter(minimum_deployment_target="iOS99"), mobilevit, quant=FP16(mobilevit)
         )
     with pytest.raises(UnknownChoiceError, match="Known: ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY"):
         CoreMLExporter(compute_units="NPU")

@@ -113,14 +113,13 @@ def test_float_plan_exports_and_is_recorded(tmp_path):
     assert manifest.precision == "fp32" and manifest.status == "verified"
 
 
-@pytest.mark.parametrize("quant", ["int8", "mixed", "int8-dynamic"])
-def test_quantized_plans_are_refused_plainly_until_realized(tmp_path, quant):
+def test_a_precision_the_format_cannot_express_is_refused_naming_the_layer(tmp_path):
     result = runner.invoke(
         app,
-        ["export", "tiny-mobilevit", "--target", "onnx", "--quant", quant, "--out", str(tmp_path)],
+        ["export", "tiny-mobilevit", "--target", "onnx", "--quant", "fp16", "--out", str(tmp_path)],
     )
     assert result.exit_code == ExportError.exit_code, result.output
-    assert "cannot realize quantized layers on any target yet" in result.output
+    assert "ONNX cannot realize fp16 for layer 'mobilevit.conv_stem.convolution'" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,6 +14,8 @@ from edgekit.artifact import read_manifest
 from edgekit.cli import app
 from edgekit.errors import DegenerateReferenceError, VerificationError
 from edgekit.export import CLASSIFIER_VERIFY_SEEDS, export_artifact
+from edgekit.quant.plan import LayerPrecision, QuantPlan
+from edgekit.quant.spec import quant_spec
 from edgekit.validate import TOLERANCES
 from tests.conftest import host_formats
 
@@ -26,10 +28,10 @@ def _export_other_module(monkeypatch, format_name: str, make_module):
     exporter_class = exporters.exporter_class(format_name)
     original_export = exporter_class.export
 
-    def export(self, model, sample_inputs, model_path, *, precision):
+    def export(self, model, sample_inputs, model_path, *, quant):
         wrong = copy.copy(model)
         wrong.module = make_module(copy.deepcopy(model.module)).eval()
-        return original_export(self, wrong, sample_inputs, model_path, precision=precision)
+        return original_export(self, wrong, sample_inputs, model_path, quant=quant)
 
     monkeypatch.setattr(exporter_class, "export", export)
 
@@ -102,7 +104,7 @@ def _write_instead_of_exporting(monkeypatch, format_name: str, write):
     """The exporter 'succeeds' but leaves `write(path)`'s file: what its runtime then meets."""
     from edgekit.exporters import ExportResult
 
-    def export(self, model, sample_inputs, model_path, *, precision):
+    def export(self, model, sample_inputs, model_path, *, quant):
         write(model_path)
         return ExportResult(files=[model_path])
 
@@ -178,10 +180,17 @@ def test_capabilities_are_data_and_refusals_are_generated_from_it():
     loaded = models.load("tiny-mobilevit")
     for name in exporters.format_names():
         exporter = exporters.get(name)
-        assert exporter.precisions and "fp32" in exporter.precisions
-        refused = exporters.unsupported_reason(exporter, loaded, precision="int3")
-        assert refused.startswith(f"{exporter.display_name} export supports ")
-        assert all(p in refused for p in exporter.precisions) and refused.endswith("not int3.")
+        assert LayerPrecision.FP32 in exporter.layer_precisions
+        refused_precision = next(p for p in LayerPrecision if p not in exporter.layer_precisions)
+        plan = QuantPlan(default=refused_precision)
+        refused = exporters.unsupported_reason(
+            exporter, loaded, quant=quant_spec(plan, loaded.module)
+        )
+        assert refused.startswith(
+            f"{exporter.display_name} cannot realize {refused_precision} for layer "
+            "'mobilevit.conv_stem.convolution' (and "
+        )
+        assert all(p in refused for p in exporter.layer_precisions)
     # Only the format whose runtime can be missing on a host checks structure instead.
     checkers = {
         n

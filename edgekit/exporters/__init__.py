@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from edgekit.artifact import ComponentManifest, Manifest
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
+    from edgekit.quant.plan import LayerPrecision
+    from edgekit.quant.spec import QuantSpec
     from edgekit.validate import StructureCheck
 
 _REGISTRY: dict[str, str] = {
@@ -56,8 +58,9 @@ class Runtime(Protocol):
 class Exporter(Protocol):
     name: str
     display_name: str  # for messages: "ONNX", "Core ML"
-    # What `export(precision=...)` accepts. Data, not code: the one check below reads it.
-    precisions: tuple[str, ...]
+    # The precisions this format can give a layer (conv/linear). Data, not code: the one check
+    # below reads it and names the first layer a plan asks the impossible of.
+    layer_precisions: tuple[LayerPrecision, ...]
     # Extension of the model file (or package folder); demo apps read file names from the
     # manifest. An exporter may also define `component_file_names` (component -> file name).
     file_suffix: str
@@ -73,8 +76,9 @@ class Exporter(Protocol):
         sample_inputs: dict[str, np.ndarray],
         model_path: Path,
         *,
-        precision: str,
-    ) -> ExportResult: ...
+        quant: QuantSpec,
+    ) -> ExportResult:
+        """Write the artifact with every layer at the precision `quant` gives it."""
 
     def host_runtime_unavailable_reason(self) -> str | None:
         """Why artifacts of this format cannot run on this machine (Core ML off macOS), or None."""
@@ -105,17 +109,50 @@ class StructureChecker(Protocol):
     can check an artifact's structure instead of its numerics."""
 
     def check_structure(
-        self, model_path: Path, model: LoadedModel, *, precision: str
+        self, model_path: Path, model: LoadedModel, *, quant: QuantSpec
     ) -> StructureCheck:
         """Without a runtime: IO names/shapes/dtypes vs the model, op histogram, weight dtypes."""
 
 
-def unsupported_reason(exporter: Exporter, model: LoadedModel, *, precision: str) -> str | None:
-    """Why `exporter` cannot export `model` at `precision`, or None if it can."""
-    if precision not in exporter.precisions:
-        known = exporter.precisions
-        supported = f"{known[0]} only for now" if len(known) == 1 else " or ".join(known)
-        return f"{exporter.display_name} export supports {supported}, not {precision}."
+@runtime_checkable
+class LayerReader(Protocol):
+    """Reads an artifact's per-layer precisions back from the file, for plan verification."""
+
+    # What the read-back looks at, for the manifest: e.g. "QDQ nodes around each layer".
+    layer_evidence: str
+
+    def read_layer_precisions(
+        self, model_path: Path, quant: QuantSpec
+    ) -> dict[str, LayerPrecision | None]:
+        """Read the written artifact back from disk: user module path -> the precision that
+        layer holds (weight dtypes, quantize/dequantize ops around it), None where no layer of
+        the artifact's graph carries that path. Never derived from what export meant to do."""
+
+
+@runtime_checkable
+class PlanLimits(Protocol):
+    """Optional: an exporter that cannot realize some combinations of per-layer precisions."""
+
+    def plan_unsupported_reason(self, quant: QuantSpec) -> str | None:
+        """Why this format cannot realize `quant` as a whole, or None if it can."""
+
+
+def unsupported_reason(exporter: Exporter, model: LoadedModel, *, quant: QuantSpec) -> str | None:
+    """Why `exporter` cannot export `model` as `quant` plans it, or None if it can. Names the
+    first layer whose planned precision the format cannot express."""
+    supported = exporter.layer_precisions
+    refused = {path: p for path, p in quant.layers.items() if p not in supported}
+    if refused or quant.float_precision not in supported:
+        path, precision = next(iter(refused.items()), ("(float layers)", quant.float_precision))
+        more = f" (and {len(refused) - 1} more layers)" if len(refused) > 1 else ""
+        return (
+            f"{exporter.display_name} cannot realize {precision} for layer '{path}'{more}; "
+            f"it supports {', '.join(p.value for p in supported)} per layer."
+        )
+    if isinstance(exporter, PlanLimits):
+        reason = exporter.plan_unsupported_reason(quant)
+        if reason:
+            return reason
     if isinstance(exporter, ModelLimits):
         return exporter.model_unsupported_reason(model)
     return None

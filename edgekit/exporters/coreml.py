@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import NoHostRuntimeError, UnknownChoiceError
 from edgekit.exporters import ExportResult
+from edgekit.quant.plan import LayerPrecision
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
+    from edgekit.quant.spec import QuantSpec
     from edgekit.validate import StructureCheck
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ NOT_LOADABLE = HOST_ONLY + ", so this artifact cannot be loaded or timed here."
 class CoreMLExporter:
     name = "coreml"
     display_name = "Core ML"
-    precisions = tuple(sorted(PRECISIONS))
+    layer_precisions = (LayerPrecision.FP16, LayerPrecision.FP32)
     runtime_modules = ("coremltools",)
     tool_packages = ("coremltools",)
     file_suffix = ".mlpackage"  # a folder; manifest file entries list what is inside it
@@ -116,7 +118,7 @@ class CoreMLExporter:
         sample_inputs: dict[str, np.ndarray],
         model_path: Path,
         *,
-        precision: str,
+        quant: QuantSpec,
     ) -> ExportResult:
         import numpy as np
         import torch
@@ -131,7 +133,7 @@ class CoreMLExporter:
 
         # 2. Convert. IO dtypes are pinned to the TensorSpecs: with fp16 compute and iOS16+,
         # coremltools would otherwise make the outputs fp16, unlike what the manifest promises.
-        compute_precision, _ = PRECISIONS[precision]
+        compute_precision, _ = PRECISIONS[quant.float_precision.value]
         with _quiet_progress_bars(enabled=not debug):
             mlmodel = ct.convert(
                 program,
@@ -176,7 +178,7 @@ class CoreMLExporter:
         return None if system == CORE_ML_HOST else NO_RUNTIME_HERE.format(system=system)
 
     def check_structure(
-        self, model_path: Path, model: LoadedModel, *, precision: str
+        self, model_path: Path, model: LoadedModel, *, quant: QuantSpec
     ) -> StructureCheck:
         """Read the package's spec (no weights, no runtime) and compare it with the model."""
         from edgekit.validate import StructureCheck
@@ -218,7 +220,9 @@ class CoreMLExporter:
             # Consts are the weights and literals, accounted for below; the rest is compute.
             histogram = Counter(op.type for op in operations if op.type != "const")
             facts["op_histogram"] = dict(histogram.most_common())
-            weight_facts, weight_failures = _weight_precision(operations, precision)
+            weight_facts, weight_failures = _weight_precision(
+                operations, quant.float_precision.value
+            )
             facts.update(weight_facts)
             failures += weight_failures
 

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError
 from edgekit.exporters import ExportResult
 from edgekit.exporters._native import quiet_native_stderr
+from edgekit.quant.plan import LayerPrecision
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
+    from edgekit.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 class ExecuTorchExporter:
     name = "executorch"
     display_name = "ExecuTorch"
-    precisions = ("fp32",)
+    layer_precisions = (LayerPrecision.FP32,)
     runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
     tool_packages = ("executorch", "torchao")
     file_suffix = ".pte"
@@ -34,7 +36,7 @@ class ExecuTorchExporter:
         sample_inputs: dict[str, np.ndarray],
         model_path: Path,
         *,
-        precision: str,
+        quant: QuantSpec,
     ) -> ExportResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.exporters import ExportResult
+from edgekit.quant.plan import LayerPrecision
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
+    from edgekit.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ PROTOBUF_LIMIT_BYTES = 2**31 - 1
 class OnnxExporter:
     name = "onnx"
     display_name = "ONNX"
-    precisions = ("fp32",)
+    layer_precisions = (LayerPrecision.FP32,)
     runtime_modules = ("onnxruntime",)
     tool_packages = ("onnx", "onnxscript", "onnxruntime")
     file_suffix = ".onnx"
@@ -41,7 +43,7 @@ class OnnxExporter:
         sample_inputs: dict[str, np.ndarray],
         model_path: Path,
         *,
-        precision: str,
+        quant: QuantSpec,
     ) -> ExportResult:
         import torch
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult, format_names
 from edgekit.exporters._native import quiet_native_stderr
+from edgekit.quant.plan import LayerPrecision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
+    from edgekit.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 class TFLiteExporter:
     name = "tflite"
     display_name = "TFLite"
-    precisions = ("fp32",)
+    layer_precisions = (LayerPrecision.FP32,)
     runtime_modules = ("ai_edge_litert.interpreter",)
     tool_packages = ("litert-torch", "ai-edge-litert")
     file_suffix = ".tflite"
@@ -57,7 +59,7 @@ class TFLiteExporter:
         sample_inputs: dict[str, np.ndarray],
         model_path: Path,
         *,
-        precision: str,
+        quant: QuantSpec,
     ) -> ExportResult:
         import torch
 

@@ -58,6 +58,11 @@ class QuantPlan(BaseModel):
 
     schema_version: Literal["1.0"] = PLAN_SCHEMA_VERSION
     name: str = Field("custom", description="A label for reports: a named plan or 'custom'.")
+    component: str | None = Field(
+        None,
+        description="For pipelines: the component whose module paths the overrides name (e.g. "
+        "'unet'); the others export at float precision. Null: every component.",
+    )
     default: LayerPrecision = Field(description="Precision of every layer no override names.")
     overrides: dict[str, LayerPrecision] = Field(
         default_factory=dict,

@@ -1,0 +1,183 @@
+"""What an exporter is asked to realize, and the check that it did.
+
+A `QuantSpec` is a `QuantPlan` resolved against one component: the precision of every
+quantizable layer (by the user's module path), where those layers sit inside the module the
+exporter traces, and the calibration inputs static int8 needs. Every exporter receives one; a
+float export is a spec whose layers are all fp32 (or fp16).
+
+After export, each exporter reads its artifact back from disk and reports the precision each
+layer actually has (`Exporter.read_layer_precisions`). `check_realized` compares that with the
+plan: a layer realized at another precision, or a planned layer the artifact does not show, fails
+the export. Converters skip overrides silently (onnxruntime nodes excluded by a name that no
+longer exists, torchao module types that match nothing, coremltools op names that are ignored):
+this read-back is what catches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from edgekit.quant.plan import (
+    FLOAT_PRECISIONS,
+    LayerPrecision,
+    QuantPlan,
+    named_plan,
+    resolve,
+    user_root,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+
+class CalibrationInputs(Iterable["dict[str, np.ndarray]"]):
+    """Model inputs for calibrating activation ranges, re-iterable and streamed: iterating
+    produces one input at a time (read and preprocessed on demand), so memory stays bounded by
+    one batch, however many images or prompts there are."""
+
+    count: int
+    # "images", "prompts" or "synthetic"; and what the data was, for the manifest.
+    kind: str
+    description: str
+    sha256: str
+    warning: str | None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    plan: QuantPlan
+    # Every quantizable layer (user module path) -> the precision the plan gives it.
+    layers: dict[str, LayerPrecision]
+    # Path of the user's model inside the module the exporter traces: "" when they are the same,
+    # "model." when edgekit's export wrapper holds the user's model as `.model`. Traced graphs
+    # name layers by the traced module's paths, i.e. `module_prefix + user path`.
+    module_prefix: str = ""
+    calibration: CalibrationInputs | None = field(default=None, compare=False)
+
+    @property
+    def is_quantized(self) -> bool:
+        return any(p not in FLOAT_PRECISIONS for p in self.layers.values())
+
+    @property
+    def float_precision(self) -> LayerPrecision:
+        """The precision of everything a plan does not quantize: fp16 when the plan's default or
+        any float layer asks for fp16, else fp32."""
+        asked = {self.plan.default, *self.layers.values()}
+        return LayerPrecision.FP16 if LayerPrecision.FP16 in asked else LayerPrecision.FP32
+
+    @property
+    def label(self) -> str:
+        """The precision label of artifacts, manifests and tolerances: `fp32`, `fp16`, `int8`,
+        `int8-dynamic`... for uniform plans, `mixed` or the plan's name otherwise."""
+        uniform = set(self.layers.values())
+        if len(uniform) == 1 and self.plan.uniform_precision is not None:
+            return next(iter(uniform)).value
+        return self.plan.name if self.plan.name != "custom" else "mixed"
+
+    def traced_path(self, user_path: str) -> str:
+        return self.module_prefix + user_path
+
+    def layers_at(self, *precisions: LayerPrecision) -> list[str]:
+        return [path for path, p in self.layers.items() if p in precisions]
+
+
+def quant_spec(
+    plan: QuantPlan, module: nn.Module, *, calibration: CalibrationInputs | None = None
+) -> QuantSpec:
+    """Resolve `plan` against the traced `module` (refusing keys that name no module)."""
+    root = user_root(module)
+    prefix = next((name for name, m in module.named_modules() if m is root), "")
+    return QuantSpec(
+        plan=plan,
+        layers=resolve(plan, module),
+        module_prefix=f"{prefix}." if prefix else "",
+        calibration=calibration,
+    )
+
+
+def float_spec(precision: str, module: nn.Module) -> QuantSpec:
+    """A uniform float spec: what `--precision fp32|fp16` means."""
+    return quant_spec(named_plan(precision, module), module)
+
+
+class CalibrationRecord(BaseModel):
+    kind: Literal["images", "prompts", "synthetic"]
+    description: str
+    count: int
+    sha256: str = Field(description="Of the calibration inputs, in the order they were used.")
+    warning: str | None = None
+
+    @classmethod
+    def of(cls, calibration: CalibrationInputs) -> CalibrationRecord:
+        return cls(
+            kind=calibration.kind,
+            description=calibration.description,
+            count=calibration.count,
+            sha256=calibration.sha256,
+            warning=calibration.warning,
+        )
+
+
+class LayerRealization(BaseModel):
+    planned: LayerPrecision
+    realized: LayerPrecision | None = Field(
+        description="What the artifact holds for this layer, read back from the file; null when "
+        "no layer of the artifact's graph matches the module path."
+    )
+
+
+class PlanCheck(BaseModel):
+    """The plan as realized, layer by layer, read back from the artifact."""
+
+    status: Literal["passed", "failed"]
+    evidence: str = Field(description="What was read back, e.g. 'QDQ nodes and weight dtypes'.")
+    layers: dict[str, LayerRealization]
+    failures: list[str]
+    counts: dict[str, int] = Field(description="Realized precision -> number of layers.")
+
+
+def check_realized(
+    spec: QuantSpec, realized: Mapping[str, LayerPrecision | None], *, evidence: str
+) -> PlanCheck:
+    """Compare what the artifact holds with what the plan asked for, layer by layer."""
+    failures: list[str] = []
+    layers: dict[str, LayerRealization] = {}
+    for path, planned in spec.layers.items():
+        found = realized.get(path)
+        layers[path] = LayerRealization(planned=planned, realized=found)
+        if found is None:
+            failures.append(f"layer '{path}' (planned {planned}) is not in the exported graph")
+        elif found != planned:
+            failures.append(f"layer '{path}' is {found} in the artifact, planned {planned}")
+    counts: dict[str, int] = {}
+    for entry in layers.values():
+        key = entry.realized.value if entry.realized else "missing"
+        counts[key] = counts.get(key, 0) + 1
+    return PlanCheck(
+        status="failed" if failures else "passed",
+        evidence=evidence,
+        layers=layers,
+        failures=failures,
+        counts=dict(sorted(counts.items())),
+    )
+
+
+def unreadable_plan_check(spec: QuantSpec, error: str, *, evidence: str) -> PlanCheck:
+    """The verdict when the artifact cannot even be read back (a corrupt file)."""
+    return PlanCheck(
+        status="failed",
+        evidence=evidence,
+        layers={
+            p: LayerRealization(planned=planned, realized=None)
+            for p, planned in spec.layers.items()
+        },
+        failures=[f"cannot read the layers back from the artifact: {error}"],
+        counts={"missing": len(spec.layers)},
+    )
