@@ -20,6 +20,7 @@ import numpy as np
 from edgekit import exporters
 from edgekit.artifact import Manifest, read_manifest
 from edgekit.errors import ArtifactError, EdgekitError, SourceError, VerificationError
+from edgekit.models.base import PipelineInfo
 from edgekit.scheduling import sampler_for, timesteps
 
 # Identical images have infinite PSNR; report this ceiling instead (JSON has no infinity).
@@ -124,12 +125,40 @@ def run_pipeline(
     guidance_scale: float,
     seed: int,
 ) -> np.ndarray:
+    from edgekit.models import clip_tokenizer
+
+    tokenizer = clip_tokenizer.load_tokenizer(artifact_dir)
+    latents = denoise(
+        components,
+        tokenizer,
+        manifest.pipeline,
+        prompt,
+        negative_prompt,
+        steps,
+        guidance_scale,
+        seed,
+    )
+    z = (latents / np.float32(manifest.pipeline.vae_scaling_factor)).astype(np.float32)
+    image = components["vae-decoder"]({"z": z})["image"][0]  # (3, H, W) in [-1, 1]
+    return np.clip(image.transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def denoise(
+    components: dict[str, Component],
+    tokenizer,
+    info: PipelineInfo,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+) -> np.ndarray:
+    """Text encoder, then the guided denoising loop: the final latents (1, C, H/8, W/8).
+    Quantization calibration drives the same loop to record the UNet's real inputs."""
     import torch
 
     from edgekit.models import clip_tokenizer
 
-    info = manifest.pipeline
-    tokenizer = clip_tokenizer.load_tokenizer(artifact_dir)
     ids = clip_tokenizer.encode(tokenizer, [prompt, negative_prompt])
     text = components["text-encoder"]
     cond = text({"input_ids": ids[:1]})["last_hidden_state"]
@@ -156,10 +185,7 @@ def run_pipeline(
         ]
         guided = noise_uncond + np.float32(guidance_scale) * (noise_cond - noise_uncond)
         latents = scheduler.step(guided, t, latents).prev_sample
-
-    z = (latents / np.float32(info.vae_scaling_factor)).astype(np.float32)
-    image = components["vae-decoder"]({"z": z})["image"][0]  # (3, H, W) in [-1, 1]
-    return np.clip(image.transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
+    return latents
 
 
 def psnr_db(reference: np.ndarray, image: np.ndarray) -> float:

@@ -43,7 +43,12 @@ class TargetProfile(_Strict):
     format: str
     description: str = ""
     default_for_format: bool = False
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16"] = "fp32"
+    quant: str | None = Field(
+        None,
+        description="Default quantization plan: a named plan (int8, mixed, ...) or a plan .json "
+        "path, relative to this profile file. `--quant` or `--precision` override it.",
+    )
     minimum_os: str | None = None
     export: dict[str, Any] = Field(
         default_factory=dict, description="Keyword options of the format's exporter."
@@ -107,6 +112,9 @@ def read_profile(path: Path) -> TargetProfile:
             f"Bad key '{key}' in target profile {path}: {error['msg']}.",
             hint="see the built-in profiles in targets/ for the allowed keys.",
         ) from exc
+    if profile.quant and profile.quant.endswith(".json"):
+        # A plan file is named relative to the profile, so a profile and its plan travel together.
+        profile = profile.model_copy(update={"quant": str(path.parent / profile.quant)})
     if profile.format not in exporters.format_names():
         raise ProfileError(
             f"Bad key 'format' in target profile {path}: '{profile.format}' is not a format.",

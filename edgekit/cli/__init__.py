@@ -13,6 +13,7 @@ from edgekit.cli import bench as bench_cmd
 from edgekit.cli import classify as classify_cmd
 from edgekit.cli import export as export_cmd
 from edgekit.cli import generate as generate_cmd
+from edgekit.cli import quantize as quantize_cmd
 from edgekit.cli import quickstart as quickstart_cmd
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("bench")(bench_cmd.bench)
 app.command("generate")(generate_cmd.generate)
 app.command("classify")(classify_cmd.classify)
 app.command("quickstart")(quickstart_cmd.quickstart)
+app.add_typer(quantize_cmd.app, name="quantize")
 
 
 def _version(value: bool) -> None:

@@ -51,9 +51,23 @@ def export(
     quant: str | None = typer.Option(
         None,
         "--quant",
-        help="Quantization plan: fp32, fp16, int8, int8-dynamic, mixed, or a plan .json "
-        "(default precision + per-module overrides). Plans with int8 layers are refused for now: "
-        "no target realizes them yet.",
+        help="Quantization plan: fp32, fp16, int8, int8-dynamic, mixed (convolutions int8, "
+        "attention and norms float), or a plan .json from `edgekit quantize plan` (default "
+        "precision + per-module overrides). Default: the target profile's plan or precision.",
+    ),
+    calib: Path | None = typer.Option(
+        None,
+        "--calib",
+        help="With an int8 plan, classifiers: a folder of representative images. Default: "
+        "seeded synthetic inputs, with a warning.",
+    ),
+    prompts: Path | None = typer.Option(
+        None,
+        "--prompts",
+        help="With an int8 plan, Stable Diffusion: a text file, one prompt per line.",
+    ),
+    calib_count: int | None = typer.Option(
+        None, "--calib-count", help="Calibration inputs to use (default 64 images / 16 synthetic)."
     ),
     name: str | None = typer.Option(None, help="Artifact folder name (default: derived)."),
     allow_pickle: bool = typer.Option(
@@ -106,7 +120,18 @@ def export(
                 f"[yellow]{model} is a preset with RANDOM weights[/yellow] (real architecture, "
                 "seeded init): use it to test the path, not results."
             )
+        quant = quant or (None if precision else profile.quant)
         plan = _load_plan(quant, loaded) if quant else None
+        calibration = None
+        if plan is not None and plan.quantizes_activations:
+            from edgekit.quant.calibration import calibration_for
+
+            with console.status("Preparing calibration inputs ..."):
+                calibration = calibration_for(
+                    loaded, images=calib, prompts=prompts, count=calib_count
+                )
+            for data in {d.warning for d in calibration.values() if d.warning}:
+                console.print(f"[yellow]warning:[/yellow] {data}")
         with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
             path, manifest = export_for_target(
                 loaded,
@@ -114,6 +139,7 @@ def export(
                 out,
                 precision=precision,
                 plan=plan,
+                calibration=calibration,
                 name=name,
                 on_replace=say_replaced,
             )
@@ -153,6 +179,8 @@ def print_manifest_summary(path: Path, manifest) -> None:
     for component in manifest.components:
         verification = component.verification
         label = "" if component.name == "model" else f"{component.name}: "
+        if manifest.quant_plan is not None or (component.quant and component.quant.failures):
+            print_plan_check(label, component)
         if verification.runtime_error:
             console.print(f"[red]{label}{verification.message}[/red]")
             continue
@@ -193,3 +221,29 @@ def print_manifest_summary(path: Path, manifest) -> None:
                 f"{details['delegated_subgraphs']} subgraphs; not delegated "
                 f"({details['non_delegated_ops']}): {details['non_delegated_by_op'] or 'none'}"
             )
+
+
+# Plan failures listed one per line before "... and N more".
+MAX_PLAN_FAILURES_SHOWN = 5
+
+
+def print_plan_check(label: str, component) -> None:
+    """The plan as read back from the artifact, size against fp32, and the calibration data."""
+    check = component.quant
+    if check is None:
+        return
+    counts = ", ".join(f"{n} {precision}" for precision, n in check.counts.items())
+    verdict = "[green]as planned[/green]" if not check.failures else "[red]NOT as planned[/red]"
+    size = ""
+    if component.size_bytes and component.fp32_weight_bytes:
+        ratio = component.fp32_weight_bytes / component.size_bytes
+        size = (
+            f"; {component.size_bytes / 2**20:.2f} MiB, {ratio:.2f}x smaller than its fp32 weights"
+        )
+    console.print(f"{label}layers: {counts} — {verdict} (read back: {check.evidence}){size}")
+    for failure in check.failures[:MAX_PLAN_FAILURES_SHOWN]:
+        console.print(f"  [red]{failure}[/red]")
+    if len(check.failures) > MAX_PLAN_FAILURES_SHOWN:
+        console.print(f"  [red]... and {len(check.failures) - MAX_PLAN_FAILURES_SHOWN} more[/red]")
+    if component.calibration:
+        console.print(f"{label}calibrated on {component.calibration.description}")

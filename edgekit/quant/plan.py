@@ -75,6 +75,11 @@ class QuantPlan(BaseModel):
         return self.overrides[max(matches, key=len)] if matches else self.default
 
     @property
+    def quantizes_activations(self) -> bool:
+        """Static int8 layers need calibration data for their activation ranges."""
+        return LayerPrecision.INT8 in {self.default, *self.overrides.values()}
+
+    @property
     def uniform_precision(self) -> LayerPrecision | None:
         """The one precision of every layer, or None for a mixed plan."""
         if all(value == self.default for value in self.overrides.values()):

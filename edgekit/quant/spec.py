@@ -15,9 +15,9 @@ this read-back is what catches them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class CalibrationInputs(Iterable["dict[str, np.ndarray]"]):
+class CalibrationInputs(Protocol):
     """Model inputs for calibrating activation ranges, re-iterable and streamed: iterating
     produces one input at a time (read and preprocessed on demand), so memory stays bounded by
     one batch, however many images or prompts there are."""

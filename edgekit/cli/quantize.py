@@ -1,0 +1,225 @@
+"""`edgekit quantize analyze|plan`: per-layer sensitivity, then a plan within a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgekit.cli._common import Guard, configure_logging, console
+
+app = typer.Typer(
+    help="Choose per-layer precisions by measurement: analyze sensitivity, then plan.",
+    no_args_is_help=True,
+)
+# Rows of the sensitivity table: the layers that suffer most, the ones a plan keeps float.
+MOST_SENSITIVE_SHOWN = 12
+# Points of the Pareto curve printed (evenly spread); the chosen plan is always shown.
+CURVE_POINTS_SHOWN = 12
+
+CalibOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calib",
+        help="Classifiers: a folder of representative images (subfolders fine), preprocessed "
+        "as the manifest says. Default: seeded synthetic inputs, with a warning.",
+    ),
+]
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts",
+        help="Stable Diffusion: a text file, one prompt per line; the PyTorch pipeline runs a "
+        "few steps per prompt and each component's inputs are recorded.",
+    ),
+]
+CalibCountOption = Annotated[
+    int | None,
+    typer.Option(
+        "--calib-count",
+        help="Calibration inputs to use (images spread over the folder; synthetic count). "
+        "Default: 64 images or 16 synthetic inputs.",
+    ),
+]
+StepsOption = Annotated[
+    int, typer.Option("--steps", help="With --prompts: denoising steps recorded per prompt.")
+]
+
+
+@app.command("analyze")
+def analyze(
+    model: Annotated[str, typer.Argument(help="A preset, model folder or SD source.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sensitivity JSON to write.")],
+    component: Annotated[
+        str | None,
+        typer.Option(
+            "--component", "-c", help="Stable Diffusion: text-encoder, unet or vae-decoder."
+        ),
+    ] = None,
+    calib: CalibOption = None,
+    prompts: PromptsOption = None,
+    calib_count: CalibCountOption = None,
+    steps: StepsOption = 4,
+    chart: Annotated[
+        Path | None,
+        typer.Option(help="PNG chart of per-layer SQNR. Default: next to --out, same stem."),
+    ] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Read pickle-based weights (see export).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Quantize one layer at a time (int8, int8-dynamic, int8-weight) and measure the output."""
+    configure_logging(verbose)
+    with Guard():
+        from rich.progress import Progress
+
+        from edgekit import models
+        from edgekit.quant.analyze import analyze as run_analysis
+        from edgekit.quant.calibration import calibration_for
+        from edgekit.quant.chart import write_chart
+
+        with console.status(f"Loading {model} ..."):
+            loaded, name = _load_one(model, component, allow_pickle, models)
+        with console.status("Preparing calibration inputs ..."):
+            calibration = calibration_for(
+                loaded, images=calib, prompts=prompts, count=calib_count, steps=steps
+            )
+        target = loaded if name is None else loaded.components[name]
+        data = calibration[name or "model"]
+        if data.warning:
+            console.print(f"[yellow]warning:[/yellow] {data.warning}")
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("Analyzing layers", total=None)
+
+            def on_layer(index: int, total: int, path: str) -> None:
+                progress.update(task, total=total, completed=index, description=path)
+
+            report = run_analysis(target, data, out, component=name, on_layer=on_layer)
+        chart_path = write_chart(report, chart or out.with_suffix(".png"))
+        _print_sensitivity(report)
+        console.print(
+            f"[green]✓[/green] sensitivity of {len(report.layers)} layers at [bold]{out}[/bold]; "
+            f"chart {chart_path}"
+        )
+
+
+@app.command("plan")
+def plan(
+    sensitivity: Annotated[Path, typer.Argument(help="A file from `edgekit quantize analyze`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Plan JSON to write.")],
+    min_sqnr: Annotated[
+        float | None, typer.Option("--min-sqnr", help="Least predicted output SQNR, dB.")
+    ] = None,
+    max_top1_drop: Annotated[
+        float | None,
+        typer.Option("--max-top1-drop", help="Classifiers: most predicted top-1 loss, percent."),
+    ] = None,
+    max_size: Annotated[
+        float | None, typer.Option("--max-size", help="Largest weight size, MB (10^6 bytes).")
+    ] = None,
+    scheme: Annotated[
+        str, typer.Option(help="Precision of quantized layers: int8, int8-dynamic, int8-weight.")
+    ] = "int8",
+) -> None:
+    """Pick the smallest plan within the budget; print the size/fidelity Pareto curve."""
+    configure_logging(False)
+    with Guard():
+        from edgekit.artifact import write_bytes_atomic
+        from edgekit.errors import UnknownChoiceError
+        from edgekit.quant.analyze import read_report
+        from edgekit.quant.plan import LayerPrecision
+        from edgekit.quant.planner import candidates, choose, plan_for
+
+        if scheme not in {p.value for p in LayerPrecision}:
+            raise UnknownChoiceError(
+                "scheme", scheme, [p.value for p in LayerPrecision], hint="use --scheme int8."
+            )
+        report = read_report(sensitivity)
+        curve = candidates(report, LayerPrecision(scheme))
+        chosen = choose(
+            curve, min_sqnr_db=min_sqnr, max_top1_drop_pct=max_top1_drop, max_size_mb=max_size
+        )
+        chosen_plan = plan_for(report, chosen, LayerPrecision(scheme), name=out.stem)
+        _print_curve(curve, chosen)
+        write_bytes_atomic(
+            out, (chosen_plan.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
+        )
+        kept = len(report.layers) - chosen.layer_count
+        console.print(
+            f"[green]✓[/green] plan at [bold]{out}[/bold]: {chosen.layer_count} layers {scheme}, "
+            f"{kept} float; {chosen.size_bytes / 1e6:.2f} MB of weights "
+            f"({curve[0].size_bytes / chosen.size_bytes:.2f}x smaller than fp32), predicted "
+            f"{chosen.predicted_sqnr_db:.1f} dB"
+        )
+
+
+def _load_one(model: str, component: str | None, allow_pickle: bool, models):
+    """The model to analyze: a classifier, or one pipeline component (by --component)."""
+    from edgekit.quant.calibration import CalibrationError
+
+    if models.is_stable_diffusion(model):
+        if component is None:
+            raise CalibrationError(
+                "Analysis measures one model; a Stable Diffusion source has several.",
+                hint="choose one with --component unet (or text-encoder, vae-decoder).",
+            )
+        return models.load_pipeline(
+            model, components=[component], allow_pickle=allow_pickle
+        ), component
+    return models.load(model, allow_pickle=allow_pickle), None
+
+
+def _print_sensitivity(report) -> None:
+    schemes = report.schemes
+    table = Table(
+        title=f"Most sensitive layers (output SQNR with only that layer quantized; "
+        f"calibration: {report.calibration.description})",
+        title_justify="left",
+    )
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("params", justify="right")
+    for scheme in schemes:
+        table.add_column(f"{scheme} dB", justify="right")
+    if report.layers and report.layers[0].top1_agreement:
+        table.add_column(f"top-1 ({schemes[0]})", justify="right")
+    ranked = sorted(report.layers, key=lambda e: e.sqnr_db[schemes[0]])
+    for entry in ranked[:MOST_SENSITIVE_SHOWN]:
+        row = [
+            entry.path + (" [dim](attention)[/dim]" if entry.in_attention else ""),
+            entry.layer_type,
+            f"{entry.weight_count:,}",
+            *(f"{entry.sqnr_db[s]:.1f}" for s in schemes),
+        ]
+        if entry.top1_agreement:
+            row.append(f"{entry.top1_agreement[schemes[0]]:.0%}")
+        table.add_row(*row)
+    console.print(table)
+    for scheme, metrics in report.whole_model.items():
+        top1 = metrics.get("top1_agreement")
+        console.print(
+            f"every layer {scheme}: {metrics['sqnr_db']:.1f} dB"
+            + (f", top-1 agreement {top1:.0%}" if top1 is not None else "")
+        )
+
+
+def _print_curve(curve, chosen) -> None:
+    table = Table(title="Pareto curve: weight size vs predicted fidelity", title_justify="left")
+    for column in ["layers quantized", "size MB", "x smaller", "predicted SQNR dB", "top-1 drop"]:
+        table.add_column(column, justify="right")
+    step = max(1, len(curve) // CURVE_POINTS_SHOWN)
+    shown = sorted({*range(0, len(curve), step), len(curve) - 1, curve.index(chosen)})
+    for index in shown:
+        c = curve[index]
+        mark = " ←" if c is chosen else ""
+        table.add_row(
+            f"{c.layer_count}{mark}",
+            f"{c.size_bytes / 1e6:.3f}",
+            f"{curve[0].size_bytes / c.size_bytes:.2f}",
+            f"{c.predicted_sqnr_db:.1f}",
+            f"{100 * c.predicted_top1_drop:.1f}%" if c.predicted_top1_drop is not None else "-",
+        )
+    console.print(table)

@@ -1,0 +1,378 @@
+"""Per-layer sensitivity: how much the whole model's output suffers when ONE layer is quantized.
+
+For every quantizable layer (convolution and linear layers, by the module path the user sees),
+and every scheme, the layer alone is fake-quantized in PyTorch and the whole model's outputs are
+compared with fp32 on the calibration inputs: SQNR of every output; top-1 agreement for
+classifiers. The method of apple's ml-stable-diffusion mixed-bit recipes (per-layer PSNR) and of
+AIMET's per-layer analysis, on the layers a `QuantPlan` can name.
+
+Schemes, simulated the way the runtimes compute them:
+- int8: weights symmetric per output channel, the layer's input activation affine per tensor
+  with its range observed over the calibration inputs (static W8A8: ONNX QDQ, XNNPACK, LiteRT);
+- int8-dynamic: the same weights, the activation range taken from each input at run time;
+- int8-weight: int8 weights only, computed in float (Core ML's linear weight quantization).
+
+Observers and fake-quantize ops are PyTorch's own (torch.ao.quantization), so the rounding is
+the reference rounding the converters implement. Results are written after every layer: an
+interrupted run resumes where it stopped when given the same output file (same model weights,
+calibration data and schemes; anything else starts over).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from edgekit.artifact import write_bytes_atomic
+from edgekit.errors import EdgekitError
+from edgekit.models.base import SourceInfo
+from edgekit.quant.plan import LayerPrecision, quantizable_layers, user_root
+from edgekit.quant.spec import CalibrationInputs, CalibrationRecord
+from edgekit.validate import SQNR_CEILING_DB
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgekit.models.base import LoadedModel
+
+SENSITIVITY_SCHEMA_VERSION = "1.0"
+# Inputs stacked into one forward pass during analysis.
+ANALYSIS_BATCH = 16
+ANALYZED_SCHEMES = (LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC, LayerPrecision.INT8_WEIGHT)
+# Bytes per weight stored at each precision (int8 per-channel scales are negligible).
+WEIGHT_BYTES = {
+    LayerPrecision.FP32: 4.0,
+    LayerPrecision.FP16: 2.0,
+    LayerPrecision.INT8: 1.0,
+    LayerPrecision.INT8_DYNAMIC: 1.0,
+    LayerPrecision.INT8_WEIGHT: 1.0,
+}
+
+
+class AnalyzeError(EdgekitError):
+    exit_code = 2
+
+
+class LayerSensitivity(BaseModel):
+    path: str = Field(description="Module path as in the model's named_modules().")
+    layer_type: str = Field(description="Conv2d, Linear, ...")
+    weight_count: int = Field(description="Elements of the weight tensor (biases stay 32-bit).")
+    in_attention: bool = Field(description="Inside an attention block.")
+    sqnr_db: dict[LayerPrecision, float] = Field(
+        description="Scheme -> worst output SQNR vs fp32 with only this layer quantized."
+    )
+    top1_agreement: dict[LayerPrecision, float] = Field(
+        default_factory=dict, description="Classifiers: scheme -> argmax agreement with fp32."
+    )
+
+
+class SensitivityReport(BaseModel):
+    schema_version: Literal["1.0"] = SENSITIVITY_SCHEMA_VERSION
+    source: SourceInfo
+    component: str | None = Field(description="Pipeline component analyzed (e.g. 'unet').")
+    model_kind: str
+    calibration: CalibrationRecord
+    schemes: list[LayerPrecision]
+    total_parameter_count: int
+    whole_model: dict[LayerPrecision, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Every layer quantized with the scheme at once: the measured end of the "
+        "trade-off, against which the planner's additive prediction can be judged.",
+    )
+    layers: list[LayerSensitivity]
+    complete: bool = Field(description="False while a run is under way or was interrupted.")
+
+
+def analyze(
+    model: LoadedModel,
+    calibration: CalibrationInputs,
+    out_path: Path,
+    *,
+    schemes: tuple[LayerPrecision, ...] = ANALYZED_SCHEMES,
+    component: str | None = None,
+    on_layer: Callable[[int, int, str], None] | None = None,
+) -> SensitivityReport:
+    """Measure every layer's sensitivity; write `out_path` after each layer (resumable)."""
+    import torch
+
+    # Every layer is evaluated on the same inputs, so they are held (capped by the calibration
+    # count; the CLI's default keeps them to a few dozen) instead of re-read per layer.
+    inputs = list(calibration)
+    if not inputs:
+        raise AnalyzeError("The calibration data is empty.", hint="pass images or prompts.")
+    layers = quantizable_layers(model.module)
+    root = user_root(model.module)
+    attention = _attention_paths(root)
+    reference = _run_all(model, inputs)
+    ranges = _observe_input_ranges(model, layers, inputs)
+
+    report = _resume(out_path, model, calibration, list(schemes), component)
+    done = {entry.path for entry in report.layers}
+    for index, (path, layer) in enumerate(layers.items()):
+        if on_layer:
+            on_layer(index, len(layers), path)
+        if path in done:
+            continue
+        entry = LayerSensitivity(
+            path=path,
+            layer_type=type(layer).__name__,
+            weight_count=layer.weight.numel(),
+            in_attention=any(path == a or path.startswith(a + ".") for a in attention),
+            sqnr_db={},
+        )
+        for scheme in schemes:
+            with fake_quantized({path: layer}, scheme, ranges), torch.inference_mode():
+                outputs = _run_all(model, inputs, stack=scheme != LayerPrecision.INT8_DYNAMIC)
+            sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
+            entry.sqnr_db[scheme] = sqnr
+            if top1 is not None:
+                entry.top1_agreement[scheme] = top1
+        report.layers.append(entry)
+        _save(report, out_path)
+
+    for scheme in schemes:
+        if scheme in report.whole_model:
+            continue
+        with fake_quantized(layers, scheme, ranges), torch.inference_mode():
+            outputs = _run_all(model, inputs, stack=scheme != LayerPrecision.INT8_DYNAMIC)
+        sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
+        report.whole_model[scheme] = {
+            "sqnr_db": sqnr,
+            **({"top1_agreement": top1} if top1 is not None else {}),
+        }
+    report.complete = True
+    _save(report, out_path)
+    return report
+
+
+@contextmanager
+def fake_quantized(
+    layers: dict[str, nn.Module],
+    scheme: LayerPrecision,
+    input_ranges: dict[str, tuple[float, float]],
+) -> Iterator[None]:
+    """Within the block, `layers` compute as `scheme` would: weights replaced by their int8
+    round trip, inputs (int8, int8-dynamic) by theirs. Restored on exit, even on error."""
+    saved = {path: layer.weight.data for path, layer in layers.items()}
+    handles = []
+    try:
+        for path, layer in layers.items():
+            layer.weight.data = fake_quantize_weight(layer.weight.data)
+            if scheme == LayerPrecision.INT8:
+                low, high = input_ranges[path]
+                handles.append(layer.register_forward_pre_hook(_static_input_hook(low, high)))
+            elif scheme == LayerPrecision.INT8_DYNAMIC:
+                handles.append(layer.register_forward_pre_hook(_dynamic_input_hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for path, layer in layers.items():
+            layer.weight.data = saved[path]
+
+
+def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel int8, as every target stores conv/linear weights."""
+    import torch
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    observer = PerChannelMinMaxObserver(
+        ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+    )
+    observer(weight)
+    scale, zero_point = observer.calculate_qparams()
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), 0, -128, 127)
+
+
+def _fake_quantize_activation(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Affine per-tensor uint8-range round trip, the activation scheme of XNNPACK/QDQ."""
+    import torch
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    observer = MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    observer.min_val = torch.tensor(low)
+    observer.max_val = torch.tensor(high)
+    scale, zero_point = observer.calculate_qparams()
+    return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), 0, 255)
+
+
+def _static_input_hook(low: float, high: float) -> Callable:
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return (_fake_quantize_activation(args[0], low, high), *args[1:])
+
+    return hook
+
+
+def _dynamic_input_hook(module: nn.Module, args: tuple) -> tuple:
+    """The range of this run's activation tensor, as runtimes compute it per run."""
+    x = args[0]
+    return (_fake_quantize_activation(x, float(x.min()), float(x.max())), *args[1:])
+
+
+def _observe_input_ranges(
+    model: LoadedModel, layers: dict[str, nn.Module], inputs: list[dict[str, np.ndarray]]
+) -> dict[str, tuple[float, float]]:
+    """Min and max of every layer's input over the calibration inputs, in one pass: only two
+    numbers per layer are kept, whatever the number of inputs."""
+    import torch
+
+    ranges: dict[str, list[float]] = {}
+
+    def observer(path: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            low, high = float(args[0].min()), float(args[0].max())
+            seen = ranges.setdefault(path, [low, high])
+            seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(observer(p)) for p, layer in layers.items()]
+    try:
+        with torch.inference_mode():
+            _run_all(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {path: (low, high) for path, (low, high) in ranges.items()}
+
+
+def _run_all(
+    model: LoadedModel, inputs: list[dict[str, np.ndarray]], *, stack: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """Outputs for every input, run as batches: one forward of 16 stacked inputs costs far less
+    than 16 forwards of one (the whole analysis is some thousand model runs). Per input where a
+    model's outputs do not follow its batch (then stacking cannot be undone), or where `stack`
+    is off: dynamic quantization takes its range from the whole activation tensor of one run,
+    and models fold the batch into other dimensions (MobileViT's patches), so a stacked batch
+    would change the ranges."""
+    if not stack:
+        return [model.run_torch(x) for x in inputs]
+    outputs: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(inputs), ANALYSIS_BATCH):
+        chunk = inputs[start : start + ANALYSIS_BATCH]
+        stacked = {name: np.concatenate([x[name] for x in chunk]) for name in chunk[0]}
+        sizes = [next(iter(x.values())).shape[0] for x in chunk]
+        result = model.run_torch(stacked)
+        if any(r.shape[:1] != (sum(sizes),) for r in result.values()):
+            outputs += [model.run_torch(x) for x in chunk]
+            continue
+        bounds = np.cumsum(sizes)[:-1]
+        split = {name: np.split(r, bounds) for name, r in result.items()}
+        outputs += [{name: split[name][i] for name in result} for i in range(len(chunk))]
+    return outputs
+
+
+def _fidelity(
+    reference: list[dict[str, np.ndarray]],
+    outputs: list[dict[str, np.ndarray]],
+    *,
+    classifier: bool,
+) -> tuple[float, float | None]:
+    """Worst output SQNR over all inputs together, and top-1 agreement of the first output."""
+    worst = SQNR_CEILING_DB
+    for name in reference[0]:
+        ref = np.concatenate([r[name].ravel() for r in reference]).astype(np.float64)
+        out = np.concatenate([o[name].ravel() for o in outputs]).astype(np.float64)
+        noise = float(np.sum((ref - out) ** 2))
+        signal = float(np.sum(ref**2))
+        sqnr = (
+            SQNR_CEILING_DB if noise == 0 else min(SQNR_CEILING_DB, 10 * math.log10(signal / noise))
+        )
+        worst = min(worst, sqnr)
+    top1 = None
+    if classifier:
+        name = next(iter(reference[0]))
+        agree = [
+            np.array_equal(r[name].argmax(-1), o[name].argmax(-1))
+            for r, o in zip(reference, outputs, strict=True)
+        ]
+        top1 = float(np.mean(agree))
+    return round(worst, 3), top1
+
+
+def _attention_paths(root: nn.Module) -> list[str]:
+    from torch import nn
+
+    return [
+        path
+        for path, module in root.named_modules()
+        if path
+        and (
+            "attention" in type(module).__name__.lower()
+            or isinstance(module, nn.MultiheadAttention)
+        )
+    ]
+
+
+def _resume(
+    out_path: Path,
+    model: LoadedModel,
+    calibration: CalibrationInputs,
+    schemes: list[LayerPrecision],
+    component: str | None,
+) -> SensitivityReport:
+    fresh = SensitivityReport(
+        source=model.source,
+        component=component,
+        model_kind=model.model_kind,
+        calibration=CalibrationRecord.of(calibration),
+        schemes=schemes,
+        total_parameter_count=model.parameter_count,
+        layers=[],
+        complete=False,
+    )
+    if not out_path.is_file():
+        return fresh
+    try:
+        earlier = SensitivityReport.model_validate_json(out_path.read_text())
+    except (ValidationError, UnicodeDecodeError):
+        return fresh  # not ours or damaged: start over (it is overwritten atomically)
+    same_run = (
+        earlier.source.sha256 == model.source.sha256
+        and earlier.calibration.sha256 == fresh.calibration.sha256
+        and earlier.schemes == schemes
+        and earlier.component == component
+    )
+    return earlier if same_run else fresh
+
+
+def _save(report: SensitivityReport, path: Path) -> None:
+    write_bytes_atomic(path, report.model_dump_json(indent=2).encode())
+
+
+def read_report(path: Path) -> SensitivityReport:
+    if not path.is_file():
+        raise AnalyzeError(
+            f"No sensitivity file at '{path}'.", hint="write one with `edgekit quantize analyze`."
+        )
+    try:
+        report = SensitivityReport.model_validate_json(path.read_text())
+    except (ValidationError, UnicodeDecodeError) as exc:
+        raise AnalyzeError(
+            f"'{path}' is not an edgekit sensitivity file.",
+            hint="write one with `edgekit quantize analyze`.",
+        ) from exc
+    if not report.complete:
+        raise AnalyzeError(
+            f"'{path}' is from an analysis that did not finish ({len(report.layers)} layers done).",
+            hint="run the same `edgekit quantize analyze` command again: it resumes.",
+        )
+    return report
+
+
+def weight_bytes(report: SensitivityReport, precisions: dict[str, LayerPrecision]) -> float:
+    """Model weight bytes with each analyzed layer at `precisions[path]` (default fp32), every
+    other parameter (norms, embeddings, biases of unlisted modules) in fp32."""
+    layer_weights = sum(entry.weight_count for entry in report.layers)
+    other = (report.total_parameter_count - layer_weights) * WEIGHT_BYTES[LayerPrecision.FP32]
+    return other + sum(
+        entry.weight_count * WEIGHT_BYTES[precisions.get(entry.path, LayerPrecision.FP32)]
+        for entry in report.layers
+    )

@@ -1,0 +1,300 @@
+"""Calibration data, `edgekit quantize analyze` and `edgekit quantize plan` on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit import models
+from edgekit.cli import app
+from edgekit.preprocess import preprocess
+from edgekit.quant import analyze as analyze_module
+from edgekit.quant.analyze import SensitivityReport, analyze
+from edgekit.quant.calibration import (
+    CalibrationError,
+    image_calibration,
+    prompt_calibration,
+    synthetic_calibration,
+)
+from edgekit.quant.plan import LayerPrecision, quantizable_layers, read_plan
+from edgekit.quant.planner import candidates
+
+runner = CliRunner()
+CALIB_COUNT = 4
+
+
+@pytest.fixture(scope="module")
+def mobilevit():
+    return models.load("tiny-mobilevit")
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Real photos (they ship in scikit-image), in class subfolders like a user's dataset."""
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for label, names in {"animals": ["chelsea", "cat"], "things": ["coffee", "rocket"]}.items():
+        (folder / label).mkdir()
+        for name in names:
+            Image.fromarray(getattr(data, name)()).save(folder / label / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sensitivity(tmp_path_factory):
+    """One CLI analysis of tiny-mobilevit, shared by the checks below."""
+    out = tmp_path_factory.mktemp("analysis") / "sens.json"
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            "analyze",
+            "tiny-mobilevit",
+            "--calib-count",
+            str(CALIB_COUNT),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+# ---------------------------------------------------------------- calibration data
+
+
+def test_image_calibration_preprocesses_as_the_manifest_says(mobilevit, photo_folder):
+    calibration = image_calibration(mobilevit, photo_folder, count=3)
+    files = sorted(photo_folder.rglob("*.png"))
+    # Three of four files, spread over the sorted list: both class folders are represented.
+    chosen = [files[0], files[2], files[3]]
+    arrays = [x["pixel_values"] for x in calibration]
+    assert calibration.count == 3 and calibration.warning is None
+    for array, path in zip(arrays, chosen, strict=True):
+        assert np.array_equal(array, preprocess(path, mobilevit.preprocessing))
+    # Iterating again reads the files again: the same inputs, nothing kept in between.
+    assert all(
+        np.array_equal(a, x["pixel_values"]) for a, x in zip(arrays, calibration, strict=True)
+    )
+    again = image_calibration(mobilevit, photo_folder, count=3)
+    assert again.sha256 == calibration.sha256
+    assert image_calibration(mobilevit, photo_folder, count=2).sha256 != calibration.sha256
+
+
+def test_synthetic_calibration_warns_and_avoids_verification_seeds(mobilevit):
+    calibration = synthetic_calibration(mobilevit, count=2)
+    assert "synthetic" in calibration.warning and "--calib" in calibration.warning
+    verification_input = mobilevit.sample_inputs(0)["pixel_values"]
+    assert not any(np.array_equal(x["pixel_values"], verification_input) for x in calibration)
+
+
+def test_prompt_calibration_records_every_component_input(tmp_path):
+    pipeline = models.load_pipeline("tiny-sd")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a cat\n\na red car\n")
+    recorded = prompt_calibration(pipeline, prompts, steps=2)
+    # Two prompts: text encoder twice each (prompt and empty negative prompt), UNet twice per
+    # step (guidance), the VAE once per prompt on its final latents.
+    assert {name: c.count for name, c in recorded.items()} == {
+        "text-encoder": 4,
+        "unet": 8,
+        "vae-decoder": 2,
+    }
+    unet_inputs = list(recorded["unet"])
+    assert [set(x) for x in unet_inputs] == [{"sample", "timestep", "encoder_hidden_states"}] * 8
+    timesteps = [float(x["timestep"][0]) for x in unet_inputs[:4]]
+    assert timesteps[0] == timesteps[1] and timesteps[0] > timesteps[2]  # real denoising steps
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: None, "holds no images"),
+        (lambda d: (d / "notes.txt").write_text("not a photo"), "notes.txt' in the calibration"),
+    ],
+)
+def test_bad_calibration_folders_fail_in_one_line(tmp_path, photo_folder, make, message):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    if "notes" in message:
+        for photo in sorted(photo_folder.rglob("*.png"))[:2]:
+            (folder / photo.name).write_bytes(photo.read_bytes())
+    make(folder)
+    out = tmp_path / "q"
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "tiny-mobilevit",
+            "--target",
+            "onnx",
+            "--quant",
+            "int8",
+            "--calib",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == CalibrationError.exit_code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_prompts_for_a_classifier_are_refused(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            "analyze",
+            "tiny-mobilevit",
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert result.exit_code == CalibrationError.exit_code
+    assert "--prompts calibrates Stable Diffusion" in result.output
+    assert not (tmp_path / "s.json").exists()
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def test_analysis_covers_every_layer_and_measures_real_damage(sensitivity, mobilevit):
+    out, output = sensitivity
+    report = SensitivityReport.model_validate_json(out.read_text())
+    assert report.complete and report.calibration.kind == "synthetic"
+    assert [e.path for e in report.layers] == list(quantizable_layers(mobilevit.module))
+    assert report.schemes == [
+        LayerPrecision.INT8,
+        LayerPrecision.INT8_DYNAMIC,
+        LayerPrecision.INT8_WEIGHT,
+    ]
+    int8 = [e.sqnr_db[LayerPrecision.INT8] for e in report.layers]
+    # Quantizing a layer changes the output (the fake quantization is applied) ...
+    assert sum(s < 100 for s in int8) > 0.9 * len(int8)
+    # ... and quantizing every layer at once hurts more than any one layer alone.
+    assert report.whole_model[LayerPrecision.INT8]["sqnr_db"] < min(int8)
+    assert all(e.top1_agreement.keys() == set(report.schemes) for e in report.layers)
+    # The terminal shows the most sensitive layer first, and a PNG chart was written beside.
+    worst = min(report.layers, key=lambda e: e.sqnr_db[LayerPrecision.INT8])
+    assert worst.path in output and "warning:" in output and "synthetic" in output
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_analysis_resumes_keeping_completed_layers(tmp_path, mobilevit, monkeypatch):
+    out = tmp_path / "sens.json"
+    calibration = synthetic_calibration(mobilevit, count=2)
+    schemes = (LayerPrecision.INT8_WEIGHT,)
+
+    def stop_at_third(index, total, path):
+        if index == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        analyze(mobilevit, calibration, out, schemes=schemes, on_layer=stop_at_third)
+    partial = SensitivityReport.model_validate_json(out.read_text())
+    assert len(partial.layers) == 3 and not partial.complete
+
+    measured: list[str] = []
+    original = analyze_module.fake_quantized
+
+    def counting(layers, scheme, ranges):
+        measured.append(",".join(layers))
+        return original(layers, scheme, ranges)
+
+    monkeypatch.setattr(analyze_module, "fake_quantized", counting)
+    report = analyze(mobilevit, calibration, out, schemes=schemes)
+    layer_count = len(quantizable_layers(mobilevit.module))
+    # Only the layers not done before were measured (plus the one whole-model run).
+    assert len(measured) == layer_count - 3 + 1
+    assert report.complete and report.layers[:3] == partial.layers[:3]
+    # A different calibration set is a different analysis: it starts over.
+    other = synthetic_calibration(mobilevit, count=3)
+    measured.clear()
+    analyze(mobilevit, other, out, schemes=schemes)
+    assert len(measured) == layer_count + 1
+
+
+# ---------------------------------------------------------------- plan
+
+
+def test_plan_is_the_smallest_within_the_sqnr_budget(sensitivity, tmp_path):
+    out, _ = sensitivity
+    plan_path = tmp_path / "plan.json"
+    result = runner.invoke(
+        app, ["quantize", "plan", str(out), "--min-sqnr", "20", "--out", str(plan_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Pareto curve" in result.output
+    plan = read_plan(plan_path)
+    report = SensitivityReport.model_validate_json(out.read_text())
+    curve = candidates(report, LayerPrecision.INT8)
+    quantized = {e.path for e in report.layers if plan.precision_of(e.path) == LayerPrecision.INT8}
+    chosen = next(c for c in curve if set(c.quantized) == quantized)
+    following = curve[curve.index(chosen) + 1] if chosen is not curve[-1] else None
+    assert chosen.predicted_sqnr_db >= 20
+    assert following is None or following.predicted_sqnr_db < 20
+    # The layers kept float are the most sensitive ones.
+    kept = [e for e in report.layers if e.path not in quantized]
+    assert max(e.sqnr_db[LayerPrecision.INT8] for e in kept) <= min(
+        e.sqnr_db[LayerPrecision.INT8] for e in report.layers if e.path in quantized
+    )
+
+
+def test_size_budget_picks_the_least_quantization_that_fits(sensitivity, tmp_path):
+    out, _ = sensitivity
+    report = SensitivityReport.model_validate_json(out.read_text())
+    curve = candidates(report, LayerPrecision.INT8)
+    budget_mb = (curve[0].size_bytes + curve[-1].size_bytes) / 2 / 1e6
+    plan_path = tmp_path / "plan.json"
+    result = runner.invoke(
+        app, ["quantize", "plan", str(out), "--max-size", f"{budget_mb}", "--out", str(plan_path)]
+    )
+    assert result.exit_code == 0, result.output
+    fitting = [c for c in curve if c.size_bytes <= budget_mb * 1e6]
+    plan = read_plan(plan_path)
+    quantized = [e.path for e in report.layers if plan.precision_of(e.path) != LayerPrecision.FP32]
+    assert len(quantized) == fitting[0].layer_count
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min-sqnr", "60", "--max-size", "0.2"], "No plan meets the budget"),
+        ([], "No budget given"),
+        (["--min-sqnr", "20", "--scheme", "int3"], "Unknown scheme 'int3'"),
+    ],
+)
+def test_impossible_or_missing_budgets_fail_in_one_line(sensitivity, tmp_path, args, message):
+    out, _ = sensitivity
+    plan_path = tmp_path / "plan.json"
+    result = runner.invoke(app, ["quantize", "plan", str(out), *args, "--out", str(plan_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not plan_path.exists()
+
+
+def test_unfinished_or_foreign_sensitivity_files_are_refused(sensitivity, tmp_path):
+    out, _ = sensitivity
+    unfinished = tmp_path / "unfinished.json"
+    data = json.loads(out.read_text())
+    data["complete"] = False
+    unfinished.write_text(json.dumps(data))
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    for path, message in [(unfinished, "did not finish"), (foreign, "not an edgekit sensitivity")]:
+        result = runner.invoke(
+            app,
+            ["quantize", "plan", str(path), "--min-sqnr", "20", "--out", str(tmp_path / "p.json")],
+        )
+        assert result.exit_code == 2 and message in result.output, result.output
