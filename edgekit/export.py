@@ -39,6 +39,7 @@ from edgekit.quant.spec import (
     PlanCheck,
     QuantSpec,
     check_realized,
+    executed_layers,
     quant_spec,
     unreadable_plan_check,
 )
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 VERIFY_SEEDS = (0, 1)
 CLASSIFIER_VERIFY_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 SINGLE_COMPONENT = "model"
+# Failures named in the one-line error; the manifest lists every one (a plan whose overrides a
+# converter ignored can fail dozens of layers at once).
+MAX_FAILURES_NAMED = 5
 # Packages every artifact's numbers depend on; each exporter adds its converter and runtime
 # (`Exporter.tool_packages`), so the manifest names exactly what made and checked this artifact.
 _COMMON_TOOLS = ("torch", "numpy", "transformers", "diffusers")
@@ -172,6 +176,9 @@ def export_artifact(
 
     if status == "failed":
         failures = [f"{e.name}: {f}" for e in entries for f in _component_failures(e)]
+        if len(failures) > MAX_FAILURES_NAMED:
+            more = len(failures) - MAX_FAILURES_NAMED
+            failures = [*failures[:MAX_FAILURES_NAMED], f"and {more} more (see manifest.json)"]
         runtime_broke = any(e.verification.runtime_error for e in entries)
         raise VerificationError(
             f"{final_dir.name} failed verification: {'; '.join(failures)}. "
@@ -232,7 +239,10 @@ def _component_specs(
         applies = plan is not None and plan.component in (None, name)
         component_plan = plan if applies else named_plan(precision, component.module)
         specs[name] = quant_spec(
-            component_plan, component.module, calibration=calibration.get(name)
+            component_plan,
+            component.module,
+            calibration=calibration.get(name),
+            executed=executed_layers(component),
         )
     return specs
 

@@ -57,8 +57,17 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(min_sqnr_db=80.0, min_centered_sqnr_db=80.0, min_top1_agreement=1.0),
     "fp16": Tolerance(min_sqnr_db=30.0, min_centered_sqnr_db=30.0, min_top1_agreement=1.0),
 }
-# PROVISIONAL until measured by benchmarks/measure_tolerances.py.
-QUANTIZED_TOLERANCE = Tolerance(min_sqnr_db=10.0, min_centered_sqnr_db=10.0, min_top1_agreement=0.5)
+# Any plan with int8 layers: a floor that catches a broken quantization, not a quality bar. How
+# close a correct int8 artifact comes to fp32 depends on the weights far more than on the tool:
+# measured on tiny-mobilevit (random weights, 8 verification inputs, 16 synthetic calibration
+# inputs), correct artifacts gave centered SQNR 8.5 (ONNX int8), 9.0 (ONNX mixed), 9.6 (LiteRT
+# int8), 15.5-19.1 (int8-dynamic), 23.9 dB (LiteRT int8-weight), top-1 agreement 0.75-0.875;
+# mobilevit-small 16.2-20.5 dB on ONNX. The same ONNX exports calibrated on inputs scaled by 0.1
+# or 10 (wrong activation ranges) gave -1.7 to -6.3 dB, top-1 0.0-0.5. 5 dB (error power a third
+# of the signal's) sits between; top-1 must keep at least half the inputs' classes. The user's
+# own budget is the plan's (`edgekit quantize plan --min-sqnr`), and every artifact records its
+# measured SQNR and top-1 next to the plan.
+QUANTIZED_TOLERANCE = Tolerance(min_sqnr_db=5.0, min_centered_sqnr_db=5.0, min_top1_agreement=0.5)
 
 
 def tolerance_for(precision: str) -> Tolerance:

@@ -143,8 +143,3 @@ def test_model_over_flatbuffer_limit_is_refused_before_converting(tmp_path, monk
     assert f"({tflite.fp32_weight_bytes(loaded.module)} bytes)" in message
     assert "int8" in message and "--target onnx" in message and "--target executorch" in message
     assert not (tmp_path / "tiny-mobilevit-tflite-fp32").exists()
-
-
-def test_non_fp32_precision_is_refused(tmp_path):
-    with pytest.raises(ExportError, match="TFLite cannot realize fp16 for layer"):
-        export_artifact(models.load("tiny-mobilevit"), "tflite", tmp_path, precision="fp16")

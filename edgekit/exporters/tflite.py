@@ -4,17 +4,28 @@ litert-torch goes torch.export -> StableHLO -> TFLite flatbuffer without a Tenso
 (onnx2tf produced a UNet that ran but was silently wrong; tflite-runtime 2.14 needs numpy<2),
 and ai-edge-litert is the maintained interpreter (numpy 2, XNNPACK on by default: about 52 ms vs
 380 ms without it for MobileViT-S on 2 threads).
+
+Quantization plans are realized by ai-edge-quantizer on the converted fp32 flatbuffer, op by op.
+Its recipes select ops by regexes over each op's output tensor names, and litert-torch names
+tensors after the module hierarchy that produced them (`<class>_<attribute>/...;N`, with the
+locations of fused ops joined by `;;`). A regex on a module path that matches nothing keeps a
+layer float without a word, and one that matches a fused op's name quantizes a neighbour; so
+edgekit resolves every op to the planned layer it computes (`_layer_ops`), decides each op's
+precision itself, and hands the quantizer exact names. The written file is then read back layer
+by layer (`read_layer_precisions`): weight dtypes, DEQUANTIZE ops and activation dtypes.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import mmap
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +40,7 @@ if TYPE_CHECKING:
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
-    from edgekit.quant.spec import QuantSpec
+    from edgekit.quant.spec import CalibrationInputs, QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +54,34 @@ FP32_BYTES = 4
 _POSITIONAL_NAME = re.compile(r"^(?:args|output)_(\d+)$")
 # Environment switch read by litert-torch's rich progress printer at every step.
 _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
+# The ops conv and linear layers become; input 0 is the activation, input 1 the weight.
+_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
+_ACTIVATION_INPUT, _WEIGHT_INPUT = 0, 1
+# ai-edge-quantizer cuts an op's scope (its output names joined) at this length before matching.
+_SCOPE_MAX_CHARS = 10_000
+# Inputs per calibration call. ai-edge-quantizer's calibrate() lists its whole dataset before
+# running it (to size a progress bar), so one call with every image would hold them all in
+# memory; chunks go through one calibrator, whose min/max ranges span every chunk.
+CALIBRATION_CHUNK = 16
 
 
 class TFLiteExporter:
     name = "tflite"
     display_name = "TFLite"
-    layer_precisions = (LayerPrecision.FP32,)
+    # fp16: weights stored as float16, dequantized once at load (TFLite's float16 quantization).
+    layer_precisions = (
+        LayerPrecision.FP32,
+        LayerPrecision.FP16,
+        LayerPrecision.INT8,
+        LayerPrecision.INT8_DYNAMIC,
+        LayerPrecision.INT8_WEIGHT,
+    )
+    layer_evidence = (
+        "per conv/linear op found by module path in tensor names: weight dtype, DEQUANTIZE on "
+        "the weight, activation dtype"
+    )
     runtime_modules = ("ai_edge_litert.interpreter",)
-    tool_packages = ("litert-torch", "ai-edge-litert")
+    tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
     file_suffix = ".tflite"
 
     def export(
@@ -63,21 +94,35 @@ class TFLiteExporter:
     ) -> ExportResult:
         import torch
 
-        # 1. Refuse what cannot fit in a flatbuffer, before any slow conversion.
+        # 1. Refuse what cannot fit in a flatbuffer, or cannot be calibrated, before any slow
+        # conversion.
         weight_bytes = fp32_weight_bytes(model.module)
         if weight_bytes >= FLATBUFFER_LIMIT_BYTES:
             raise self._too_large_error(model, weight_bytes)
+        quantize = quant.is_quantized or quant.float_precision == LayerPrecision.FP16
+        if LayerPrecision.INT8 in quant.layers.values() and quant.calibration is None:
+            raise _no_calibration_error(model)
 
-        # 2. Convert, positional args in `model.inputs` order (the runtime relies on it).
+        # 2. Convert, positional args in `model.inputs` order (the runtime relies on it). A
+        # quantized export converts to a float file beside the artifact, then quantizes it.
+        float_path = model_path.with_name(f"{model_path.stem}.float{model_path.suffix}")
         args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
         debug = log.isEnabledFor(logging.DEBUG)
-        with _litert_progress(enabled=debug), quiet_native_stderr(enabled=not debug):
-            import litert_torch
+        details: dict[str, Any] = {}
+        try:
+            with _litert_progress(enabled=debug), quiet_native_stderr(enabled=not debug):
+                import litert_torch
 
-            edge_model = litert_torch.convert(model.module, args)
-            edge_model.export(str(model_path))
+                edge_model = litert_torch.convert(model.module, args)
+                edge_model.export(str(float_path if quantize else model_path))
 
-        # 3. Describe what was written.
+            # 3. Quantize the float file as the plan says, layer by layer.
+            if quantize:
+                details = _quantize(float_path, model_path, model, quant)
+        finally:
+            float_path.unlink(missing_ok=True)
+
+        # 4. Describe what was written.
         op_histogram = tflite_op_histogram(model_path.read_bytes())
         log.info("TFLite graph: %d ops %s", sum(op_histogram.values()), op_histogram)
         return ExportResult(
@@ -86,6 +131,7 @@ class TFLiteExporter:
                 "converter": "litert_torch.convert",
                 "litert_torch_version": importlib.metadata.version("litert-torch"),
                 "ai_edge_litert_version": importlib.metadata.version("ai-edge-litert"),
+                **details,
                 "flatbuffer_size_bytes": model_path.stat().st_size,
                 "fp32_weight_bytes": weight_bytes,
                 "op_count": sum(op_histogram.values()),
@@ -93,14 +139,32 @@ class TFLiteExporter:
             },
         )
 
+    def read_layer_precisions(
+        self, model_path: Path, quant: QuantSpec
+    ) -> dict[str, LayerPrecision | None]:
+        """Each planned layer's precision as the written file holds it: its op found by module
+        path in the tensor names, then what feeds that op's weight input."""
+        with _mapped(model_path) as flatbuffer:
+            ops = _read_ops(flatbuffer)
+        # Class names tell look-alike paths apart (`down_blocks.0` vs `up_blocks.0` of a UNet
+        # are both `..._0`); the spec carries them where it was built from the module.
+        found = _layer_ops(ops, quant, quant.module_types)
+        return {
+            path: _realized_precision(path, [ops[i] for i in found[path]])
+            if found.get(path)
+            else None
+            for path in quant.layers
+        }
+
     def _too_large_error(self, model: LoadedModel, weight_bytes: int) -> ExportError:
         others = ", ".join(f"--target {n}" for n in format_names() if n != self.name)
         return ExportError(
             f"{model.model_kind} has {weight_bytes / 2**30:.2f} GiB ({weight_bytes} bytes) of "
             f"fp32 weights, and a TFLite flatbuffer cannot exceed the 2 GB limit "
-            f"({FLATBUFFER_LIMIT_BYTES} bytes), so it cannot be exported to TFLite in fp32.",
-            hint=f"quantize the weights to int8 or fp16 to bring them under the limit (edgekit's "
-            f"tflite target does not offer that yet), or use {others}.",
+            f"({FLATBUFFER_LIMIT_BYTES} bytes), so it cannot be exported to TFLite.",
+            hint="quantizing to int8 or fp16 does not help here: edgekit's tflite target "
+            "quantizes the converted fp32 flatbuffer (ai-edge-quantizer), which has to fit "
+            f"first. Use {others}.",
         )
 
     def host_runtime_unavailable_reason(self) -> str | None:
@@ -149,6 +213,474 @@ def tflite_op_histogram(flatbuffer: bytes) -> dict[str, int]:
         for o in range(subgraph.OperatorsLength()):
             counts[op_types[subgraph.Operators(o).OpcodeIndex()]] += 1
     return dict(sorted(counts.items()))
+
+
+# --- Quantization plans: ai-edge-quantizer, op by op --------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One operator of the flatbuffer, with what plan realization and read-back need."""
+
+    kind: str  # builtin op name, e.g. "CONV_2D"
+    # ai-edge-quantizer's scope for it: the output tensor names, each followed by ";".
+    scope: str
+    # Module hierarchies its tensor names carry, one tuple of `<class>_<attribute>` segments each.
+    locations: tuple[tuple[str, ...], ...]
+    activation_dtype: str | None  # of input 0, e.g. "FLOAT32", "INT8"
+    weight_dtype: str | None  # of input 1 as the op sees it
+    # Dtype of the constant a DEQUANTIZE op turns into the weight (weight-only int8, fp16).
+    weight_dequantized_from: str | None
+
+
+def _no_calibration_error(model: LoadedModel) -> ExportError:
+    return ExportError(
+        f"The plan gives {model.model_kind} static int8 layers, whose activation ranges come "
+        "from calibration inputs, and none were given.",
+        hint="pass --calib IMAGES_DIR (classifiers) or --prompts FILE (Stable Diffusion), or "
+        "use --quant int8-dynamic, which needs none.",
+    )
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap]:
+    """The file's bytes, memory-mapped: read-back after every export must not copy a 2 GB
+    flatbuffer into memory to look at its operators."""
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        yield view
+
+
+def _read_ops(flatbuffer: bytes | mmap.mmap) -> list[_Op]:
+    """Every operator of the main subgraph, from the flatbuffer (no interpreter)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        codes.append(names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?"))
+    graph = model.Subgraphs(0)
+    tensors = [graph.Tensors(t) for t in range(graph.TensorsLength())]
+    tensor_names = [t.Name().decode() for t in tensors]
+    operators = [graph.Operators(o) for o in range(graph.OperatorsLength())]
+    producer = {
+        op.Outputs(k): o for o, op in enumerate(operators) for k in range(op.OutputsLength())
+    }
+
+    def dtype(index: int) -> str | None:
+        return dtypes.get(tensors[index].Type()) if index >= 0 else None
+
+    ops = []
+    for op in operators:
+        kind = codes[op.OpcodeIndex()]
+        inputs = [op.Inputs(k) for k in range(op.InputsLength())]
+        outputs = [op.Outputs(k) for k in range(op.OutputsLength())]
+        named = [tensor_names[t] for t in outputs if t >= 0 and tensor_names[t]]
+        scope = "".join(f"{name};" for name in named)[:_SCOPE_MAX_CHARS]
+        weight = activation = dequantized_from = None
+        if kind in _LAYER_OPS and len(inputs) > _WEIGHT_INPUT:
+            activation = dtype(inputs[_ACTIVATION_INPUT])
+            weight = dtype(inputs[_WEIGHT_INPUT])
+            source = producer.get(inputs[_WEIGHT_INPUT])
+            if source is not None and codes[operators[source].OpcodeIndex()] == "DEQUANTIZE":
+                dequantized_from = dtype(operators[source].Inputs(0))
+        locations = [loc for name in named for loc in _locations(name)]
+        if weight and not locations:
+            # The last op of a graph writes a tensor named after the signature
+            # (`serving_default_output_0`), with no module in it; its weight's name has one.
+            locations = _locations(tensor_names[inputs[_WEIGHT_INPUT]])
+        ops.append(
+            _Op(
+                kind=kind,
+                scope=scope,
+                locations=tuple(locations),
+                activation_dtype=activation,
+                weight_dtype=weight,
+                weight_dequantized_from=dequantized_from,
+            )
+        )
+    return ops
+
+
+def _locations(tensor_name: str) -> list[tuple[str, ...]]:
+    """The module hierarchies in one litert-torch tensor name.
+
+    `A/B_b/C_c;;A/B_b/D_d;2` -> [(A, B_b, C_c), (A, B_b, D_d)]: each hierarchy (root class,
+    then `<class>_<attribute>` per called module) ends with ";", fused ops join theirs, and a
+    tensor counter or a quantizer suffix (`;1_dequant`) follows the last ";". Names without ";"
+    (`arith.constant3`, signature tensors) carry no module.
+    """
+    if ";" not in tensor_name:
+        return []
+    body = tensor_name[: tensor_name.rindex(";")]
+    return [tuple(loc.split("/")) for loc in body.split(";;") if loc]
+
+
+@dataclass(frozen=True)
+class _ModulePath:
+    """A traced module path as litert-torch's tensor names spell it."""
+
+    components: tuple[str, ...]  # attribute names: ("model", "mobilevit", "conv_stem")
+    # `<class>_<attribute>` of the module at each prefix of the path, where classes are known.
+    segments: tuple[str, ...] | None
+    root: str | None  # the traced module's class, where known
+    wrapper_depth: int  # leading components inside edgekit's export wrapper (`model.`)
+
+
+def module_types(module: torch.nn.Module) -> dict[str, str]:
+    """Traced-module path -> the class name litert-torch writes for it in tensor names."""
+    return {
+        path: f"{type(m).__module__}.{type(m).__qualname__}" for path, m in module.named_modules()
+    }
+
+
+def _module_path(quant: QuantSpec, user_path: str, types: dict[str, str]) -> _ModulePath:
+    components = tuple(quant.traced_path(user_path).split("."))
+    prefixes = [".".join(components[: k + 1]) for k in range(len(components))]
+    known = "" in types and all(p in types for p in prefixes)
+    return _ModulePath(
+        components=components,
+        segments=tuple(f"{types[p]}_{c}" for p, c in zip(prefixes, components, strict=True))
+        if known
+        else None,
+        root=types[""] if known else None,
+        wrapper_depth=len(quant.module_prefix.split(".")) - 1,
+    )
+
+
+def _spells(location: tuple[str, ...], path: _ModulePath, *, whole: bool) -> bool:
+    """Whether `location` runs through the module at `path`; `whole`: ends at it exactly (the
+    op is that layer's own).
+
+    After the root class come the `<class>_<attribute>` segments of the modules that were
+    CALLED: a container only indexed (nn.ModuleList: `layer.0` shows as `...Layer_0`) or a
+    module entered through a method (the wrapper's `vae.decode`) has none. With class names
+    known, any component may be skipped. Without them, `DownBlock2D_0` spells `down_blocks.0`
+    and `up_blocks.0` alike, so skipping is limited to the wrapper and list containers, and
+    look-alike layers stay ambiguous (missing, never guessed).
+    """
+    if path.root is not None and location[0] != path.root:
+        return False
+    count = len(path.components)
+    j = 0
+    for i, segment in enumerate(location[1:], start=1):
+        while j < count and not _names(segment, path, j):
+            if not _skippable(path, j):
+                return False
+            j += 1
+        if j == count:
+            return False
+        j += 1
+        if j == count:
+            return i == len(location) - 1 if whole else True
+    return False
+
+
+def _names(segment: str, path: _ModulePath, j: int) -> bool:
+    if path.segments is not None:
+        return segment == path.segments[j]
+    return segment.endswith("_" + path.components[j])
+
+
+def _skippable(path: _ModulePath, j: int) -> bool:
+    if path.segments is not None:
+        return True
+    next_is_index = j + 1 < len(path.components) and path.components[j + 1].isdigit()
+    return j < path.wrapper_depth or next_is_index
+
+
+def _layer_ops(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> dict[str, list[int]]:
+    """User path of each planned layer -> indices of the conv/linear ops computing it.
+
+    Fused ops carry several modules: litert-torch names the key projection of an attention
+    block after the LayerNorm, the key AND the query Linear. So an op whose names spell one
+    planned layer is that layer's; then ops naming several take the one not already claimed,
+    until nothing changes. An op still ambiguous stays unassigned, and its layers read back as
+    missing (which fails the export) rather than as a guess.
+    """
+    paths = {path: _module_path(quant, path, types) for path in quant.layers}
+    by_last: dict[str, list[str]] = {}
+    for path, module_path in paths.items():
+        by_last.setdefault(module_path.components[-1], []).append(path)
+    candidates: dict[int, set[str]] = {}
+    for index, op in enumerate(ops):
+        if op.kind not in _LAYER_OPS:
+            continue
+        found = {
+            path
+            for location in op.locations
+            for last, same_name in by_last.items()
+            if location[-1].endswith("_" + last)
+            for path in same_name
+            if _spells(location, paths[path], whole=True)
+        }
+        if found:
+            candidates[index] = found
+    owner = {index: next(iter(found)) for index, found in candidates.items() if len(found) == 1}
+    changed = True
+    while changed:
+        changed = False
+        claimed = set(owner.values())
+        for index, found in candidates.items():
+            left = found - claimed
+            if index not in owner and len(left) == 1:
+                owner[index] = left.pop()
+                claimed.add(owner[index])
+                changed = True
+    layers: dict[str, list[int]] = {}
+    for index, path in sorted(owner.items()):
+        layers.setdefault(path, []).append(index)
+    return layers
+
+
+def _realized_precision(path: str, ops: list[_Op]) -> LayerPrecision:
+    """What the file computes a layer at, from its op(s): int8 weights with int8 activations
+    (static), int8 weights into a float op (dynamic range), a DEQUANTIZE from int8 (weight-only)
+    or from float16 (fp16 weights), or float32 weights."""
+    realized = set()
+    for op in ops:
+        if op.weight_dequantized_from == "INT8" and op.activation_dtype == "FLOAT32":
+            realized.add(LayerPrecision.INT8_WEIGHT)
+        elif op.weight_dequantized_from == "FLOAT16" and op.activation_dtype == "FLOAT32":
+            realized.add(LayerPrecision.FP16)
+        elif op.weight_dtype == "INT8" and op.activation_dtype == "INT8":
+            realized.add(LayerPrecision.INT8)
+        elif op.weight_dtype == "INT8" and op.activation_dtype == "FLOAT32":
+            realized.add(LayerPrecision.INT8_DYNAMIC)
+        elif op.weight_dtype == "FLOAT32" and op.weight_dequantized_from is None:
+            realized.add(LayerPrecision.FP32)
+        else:
+            raise ArtifactError(
+                f"layer '{path}' is a {op.kind} with {op.weight_dtype} weights "
+                f"(dequantized from {op.weight_dequantized_from}) and {op.activation_dtype} "
+                "activations, which no edgekit precision describes.",
+                hint="re-export the model with `edgekit export --target tflite`.",
+            )
+    if len(realized) > 1:
+        raise ArtifactError(
+            f"layer '{path}' runs as {len(ops)} ops at different precisions "
+            f"({', '.join(sorted(realized))}).",
+            hint="re-export the model with `edgekit export --target tflite`.",
+        )
+    return realized.pop()
+
+
+def _op_precisions(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> list[LayerPrecision]:
+    """The precision each op gets: a planned layer's op its layer's; any other op that of the
+    plan's override around it (an attention block's softmax stays float when the block does).
+    An op fused across regions takes the least quantized of theirs."""
+    owner = {i: path for path, indices in _layer_ops(ops, quant, types).items() for i in indices}
+    keys = sorted(quant.plan.overrides, key=len, reverse=True)  # most specific first
+    modules = {key: _module_path(quant, key, types) for key in keys}
+    gentlest_first = (
+        LayerPrecision.FP32,
+        LayerPrecision.FP16,
+        LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.INT8_DYNAMIC,
+        LayerPrecision.INT8,
+    )
+    precisions = []
+    for index, op in enumerate(ops):
+        if index in owner:
+            precisions.append(quant.layers[owner[index]])
+            continue
+        regions = {
+            next(
+                (
+                    quant.plan.overrides[key]
+                    for key in keys
+                    if _spells(location, modules[key], whole=False)
+                ),
+                quant.plan.default,
+            )
+            for location in op.locations
+        } or {quant.plan.default}
+        precisions.append(next(p for p in gentlest_first if p in regions))
+    return precisions
+
+
+def _recipe_rules(
+    ops: list[_Op], precisions: list[LayerPrecision], default: LayerPrecision
+) -> list[tuple[str, LayerPrecision]]:
+    """(scope regex, precision) rules for ai-edge-quantizer, later rules winning.
+
+    The plan's default goes first as a catch-all; then exact op scopes. Every op whose
+    activations stay float (float, dynamic, weight-only layers and the ops around them) is first
+    kept unquantized, so that where a weight-only or dynamic config does not apply to an op
+    (a softmax, an add) the op falls back to float, not to a static int8 default.
+    """
+    differing = [(op, p) for op, p in zip(ops, precisions, strict=True) if p != default]
+    rules = [(".*", default)]
+    keep_float = [op.scope for op, p in differing if p != LayerPrecision.INT8]
+    if keep_float:
+        rules.append((_exact(keep_float), LayerPrecision.FP32))
+    for precision in (
+        LayerPrecision.FP16,
+        LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.INT8_DYNAMIC,
+        LayerPrecision.INT8,
+    ):
+        scopes = [
+            op.scope
+            for op, p in differing
+            if p == precision and (precision == LayerPrecision.INT8 or op.kind in _LAYER_OPS)
+        ]
+        if scopes:
+            # A regex comment keeps each rule's key distinct: the quantizer keys rules by
+            # regex, and a second rule with the same regex would replace the first.
+            rules.append((f"{_exact(scopes)}(?#{precision.value})", precision))
+    return rules
+
+
+def _exact(scopes: Iterable[str]) -> str:
+    return "^(?:" + "|".join(re.escape(s) for s in sorted(set(scopes)) if s) + ")$"
+
+
+def _quantize(
+    float_path: Path, model_path: Path, model: LoadedModel, quant: QuantSpec
+) -> dict[str, Any]:
+    """Quantize the float flatbuffer at `float_path` into `model_path` as `quant` plans it;
+    returns manifest details."""
+    from ai_edge_quantizer import quantizer
+
+    float_bytes = float_path.read_bytes()
+    ops = _read_ops(float_bytes)
+    precisions = _op_precisions(ops, quant, module_types(model.module))
+    rules = _recipe_rules(ops, precisions, quant.plan.default)
+    recipe = _recipe_manager(rules)
+    calibration_result = None
+    debug = log.isEnabledFor(logging.DEBUG)
+    # The quantizer's tqdm bars write to stderr; library code stays quiet unless --verbose.
+    with quiet_native_stderr(enabled=not debug):
+        if recipe.need_calibration():
+            if quant.calibration is None:
+                raise _no_calibration_error(model)
+            calibration_result = _calibrate(float_bytes, recipe, model, quant.calibration)
+        engine = quantizer.Quantizer(float_bytes, recipe.get_quantization_recipe())
+        result = engine.quantize(
+            calibration_result, enable_progress_bar=debug, enable_progress_report=False
+        )
+    quantized = bytes(result.quantized_model)
+    # The app feeds and reads the float tensors it always did; a quantized signature tensor
+    # would make the runtime cast raw int8 codes to floats.
+    _, (inputs, outputs) = _signature_dtypes(quantized)
+    if (inputs, outputs) != _signature_dtypes(float_bytes)[1]:
+        dtypes = ", ".join(
+            f"{k}: {getattr(v, '__name__', v)}" for k, v in {**inputs, **outputs}.items()
+        )
+        raise ExportError(
+            f"ai-edge-quantizer changed the model's input/output dtypes ({dtypes}).",
+            hint="report it with the plan; export with --quant int8-dynamic meanwhile.",
+        )
+    model_path.write_bytes(quantized)
+    planned_ops = Counter(p.value for p in precisions)
+    return {
+        "quantizer": "ai_edge_quantizer",
+        "ai_edge_quantizer_version": importlib.metadata.version("ai-edge-quantizer"),
+        "float_flatbuffer_size_bytes": len(float_bytes),
+        "ops_by_planned_precision": dict(sorted(planned_ops.items())),
+        "recipe_rule_count": len(rules),
+        "calibration": "min/max over every input" if calibration_result is not None else None,
+    }
+
+
+def _recipe_manager(rules: list[tuple[str, LayerPrecision]]) -> Any:
+    """ai-edge-quantizer's recipe for `rules`, in order (a later matching rule wins)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
+
+    all_ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    algorithms = algorithm_manager.AlgorithmName
+    manager = recipe_manager.RecipeManager()
+    for regex, precision in rules:
+        if precision == LayerPrecision.FP32:
+            manager.add_quantization_config(regex, all_ops, algorithm_key=algorithms.NO_QUANTIZE)
+        elif precision == LayerPrecision.FP16:
+            manager.add_weight_only_config(
+                regex, all_ops, num_bits=16, algorithm_key=algorithms.FLOAT_CASTING
+            )
+        elif precision == LayerPrecision.INT8_WEIGHT:
+            manager.add_weight_only_config(regex, all_ops, num_bits=8)
+        elif precision == LayerPrecision.INT8_DYNAMIC:
+            manager.add_dynamic_config(regex, all_ops, num_bits=8)
+        else:
+            manager.add_static_config(regex, all_ops, activation_num_bits=8, weight_num_bits=8)
+    # The model's own inputs and outputs stay float: apps feed float pixels and latents, and
+    # read float logits; the quantizer adds the QUANTIZE/DEQUANTIZE ops behind them. Last, under
+    # a key of their own: the graph's output pseudo-op has the scope of the op writing the
+    # output (the classifier), so that op's exact rule would otherwise make the output int8.
+    for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        manager.add_quantization_config(
+            ".*(?#model inputs and outputs)", io, algorithm_key=algorithms.NO_QUANTIZE
+        )
+    return manager
+
+
+def _calibrate(
+    float_bytes: bytes, recipe: Any, model: LoadedModel, calibration: CalibrationInputs
+) -> dict[str, Any]:
+    """Activation ranges over the calibration inputs, streamed CALIBRATION_CHUNK at a time.
+
+    Ranges are the true min/max over every input, as onnxruntime's and PT2E's default observers
+    take them. ai-edge-quantizer's default moving average (0.95 old, 0.05 new) mostly keeps the
+    first input's range: on tiny-mobilevit it clipped the logits of later inputs at 0.31 when
+    they reached 0.57, and one int8 classifier layer alone fell to about 11 dB SQNR.
+    """
+    import numpy as np
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
+    signature_key, (dtypes, _) = _signature_dtypes(float_bytes)
+    ranges = calibrator.Calibrator(
+        float_bytes, num_threads=os.cpu_count() or 1, qsv_update_func=qsv_utils.min_max_update
+    )
+    chunk: list[dict[str, np.ndarray]] = []
+    for sample in calibration:
+        # Signature inputs are positional (args_N) in `model.inputs` order; litert-torch
+        # narrows int64 to int32.
+        chunk.append(
+            {
+                f"args_{i}": np.asarray(sample[spec.name], dtype=dtypes[f"args_{i}"])
+                for i, spec in enumerate(model.inputs)
+            }
+        )
+        if len(chunk) == CALIBRATION_CHUNK:
+            ranges.calibrate({signature_key: chunk}, recipe)
+            chunk = []
+    if chunk:
+        ranges.calibrate({signature_key: chunk}, recipe)
+    if not ranges.get_model_qsvs():
+        raise _no_calibration_error(model)
+    return ranges.get_model_qsvs()
+
+
+def _signature_dtypes(flatbuffer: bytes) -> tuple[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """The first signature's key, and its input and output names -> numpy dtypes."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    to_numpy = {
+        schema.TensorType.FLOAT32: np.float32,
+        schema.TensorType.FLOAT16: np.float16,
+        schema.TensorType.INT32: np.int32,
+        schema.TensorType.INT64: np.int64,
+        schema.TensorType.INT8: np.int8,
+        schema.TensorType.UINT8: np.uint8,
+        schema.TensorType.BOOL: np.bool_,
+    }
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    signature = model.SignatureDefs(0)
+    graph = model.Subgraphs(signature.SubgraphIndex())
+
+    def dtypes(entries: list[Any]) -> dict[str, Any]:
+        return {
+            e.Name().decode(): to_numpy.get(graph.Tensors(e.TensorIndex()).Type()) for e in entries
+        }
+
+    inputs = [signature.Inputs(i) for i in range(signature.InputsLength())]
+    outputs = [signature.Outputs(i) for i in range(signature.OutputsLength())]
+    return signature.SignatureKey().decode(), (dtypes(inputs), dtypes(outputs))
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from edgekit.artifact import write_bytes_atomic
 from edgekit.errors import EdgekitError
 from edgekit.models.base import SourceInfo
 from edgekit.quant.plan import LayerPrecision, quantizable_layers, user_root
-from edgekit.quant.spec import CalibrationInputs, CalibrationRecord
+from edgekit.quant.spec import CalibrationInputs, CalibrationRecord, executed_layers
 from edgekit.validate import SQNR_CEILING_DB
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ def analyze(
     inputs = list(calibration)
     if not inputs:
         raise AnalyzeError("The calibration data is empty.", hint="pass images or prompts.")
-    layers = quantizable_layers(model.module)
+    ran = executed_layers(model)  # a VAE decoder's module also holds the encoder it never runs
+    layers = {p: m for p, m in quantizable_layers(model.module).items() if p in ran}
     root = user_root(model.module)
     attention = _attention_paths(root)
     reference = _run_all(model, inputs)

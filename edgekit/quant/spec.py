@@ -26,6 +26,7 @@ from edgekit.quant.plan import (
     LayerPrecision,
     QuantPlan,
     named_plan,
+    quantizable_layers,
     resolve,
     user_root,
 )
@@ -33,6 +34,8 @@ from edgekit.quant.plan import (
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
+
+    from edgekit.models.base import LoadedModel
 
 
 class CalibrationInputs(Protocol):
@@ -60,6 +63,9 @@ class QuantSpec:
     # name layers by the traced module's paths, i.e. `module_prefix + user path`.
     module_prefix: str = ""
     calibration: CalibrationInputs | None = field(default=None, compare=False)
+    # Traced module path -> "module.QualifiedClass", for formats whose files spell paths
+    # ambiguously (LiteRT tensor names write `down_blocks.0` and `down_blocks_0` alike).
+    module_types: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def is_quantized(self) -> bool:
@@ -89,17 +95,47 @@ class QuantSpec:
 
 
 def quant_spec(
-    plan: QuantPlan, module: nn.Module, *, calibration: CalibrationInputs | None = None
+    plan: QuantPlan,
+    module: nn.Module,
+    *,
+    calibration: CalibrationInputs | None = None,
+    executed: set[str] | None = None,
 ) -> QuantSpec:
-    """Resolve `plan` against the traced `module` (refusing keys that name no module)."""
+    """Resolve `plan` against the traced `module` (refusing keys that name no module).
+
+    `executed` (from `executed_layers`) limits the layers to those the component runs: a VAE
+    decoder's module holds the encoder too, whose layers no exported graph contains."""
     root = user_root(module)
     prefix = next((name for name, m in module.named_modules() if m is root), "")
+    layers = resolve(plan, module)
+    if executed is not None:
+        layers = {path: p for path, p in layers.items() if path in executed}
     return QuantSpec(
         plan=plan,
-        layers=resolve(plan, module),
+        layers=layers,
         module_prefix=f"{prefix}." if prefix else "",
         calibration=calibration,
+        module_types={
+            name: f"{type(m).__module__}.{type(m).__qualname__}"
+            for name, m in module.named_modules()
+        },
     )
+
+
+def executed_layers(model: LoadedModel) -> set[str]:
+    """Quantizable layers (user paths) that one forward pass of the component runs."""
+    ran: set[str] = set()
+    layers = quantizable_layers(model.module)
+    handles = [
+        layer.register_forward_hook(lambda *_, path=path: ran.add(path))
+        for path, layer in layers.items()
+    ]
+    try:
+        model.run_torch(model.sample_inputs(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ran
 
 
 def float_spec(precision: str, module: nn.Module) -> QuantSpec:

@@ -1,0 +1,464 @@
+"""TFLite realization of quantization plans with ai-edge-quantizer, and the read-back that proves
+it: each layer's precision is read from the written .tflite (weight dtypes, DEQUANTIZE ops,
+activation dtypes of the op carrying the layer's module path), and a file that holds something
+else than the plan fails the export."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgekit import models
+from edgekit.artifact import Manifest, read_manifest
+from edgekit.errors import ExportError, VerificationError
+from edgekit.export import export_artifact
+from edgekit.exporters import tflite
+from edgekit.exporters.tflite import TFLiteExporter
+from edgekit.quant.calibration import synthetic_calibration
+from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
+from edgekit.quant.spec import QuantSpec, check_realized, quant_spec
+
+P = LayerPrecision
+STEM = "mobilevit.conv_stem.convolution"
+BLOCK = "mobilevit.encoder.layer.2.transformer.layer.0.attention"
+QUERY = f"{BLOCK}.attention.query"
+LAYER_COUNT = 90  # conv and linear layers of tiny-mobilevit
+PLANS = ("fp32", "int8", "mixed", "int8-dynamic", "int8-weight", "fp16")
+
+
+@pytest.fixture(scope="module")
+def mobilevit():
+    return models.load("tiny-mobilevit")
+
+
+@pytest.fixture(scope="module")
+def convert_once(mobilevit, tmp_path_factory):
+    """litert-torch converts tiny-mobilevit once (about 40 s here); every export in this module
+    then quantizes a copy of that same fp32 flatbuffer. Conversion does not depend on the plan
+    (test_tflite.py covers it), so the artifacts are the ones a fresh conversion would give."""
+    import litert_torch
+
+    real_convert = litert_torch.convert
+    folder = tmp_path_factory.mktemp("converted")
+    converted: dict[int, Path] = {}
+
+    class Replay:
+        def __init__(self, path: Path) -> None:
+            self.path = path
+
+        def export(self, path: str) -> None:
+            shutil.copy(self.path, path)
+
+    def convert(module, args):
+        if id(module) not in converted:
+            path = folder / f"{len(converted)}.tflite"
+            real_convert(module, args).export(str(path))
+            converted[id(module)] = path
+        return Replay(converted[id(module)])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(litert_torch, "convert", convert)
+        yield converted
+
+
+class CountingCalibration:
+    """Synthetic calibration that counts how often it is iterated and how many inputs it made."""
+
+    def __init__(self, model, count: int = 20):
+        self.inner = synthetic_calibration(model, count=count)
+        self.iterations = self.produced = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __iter__(self):
+        self.iterations += 1
+        for inputs in self.inner:
+            self.produced += 1
+            yield inputs
+
+
+def plan_named(name: str, module) -> QuantPlan:
+    if name == "int8-weight":
+        return QuantPlan(name=name, default=P.INT8_WEIGHT)
+    return named_plan(name, module)
+
+
+def export_plan(model, plan: QuantPlan, out: Path, name: str, calibration=None) -> Manifest:
+    """Export under `plan`; a numeric verification failure still returns the (published)
+    manifest, so tests can look at the plan check and SQNR separately."""
+    with contextlib.suppress(VerificationError):
+        export_artifact(
+            model,
+            "tflite",
+            out,
+            plan=plan,
+            name=name,
+            calibration={"model": calibration or synthetic_calibration(model)},
+        )
+    return read_manifest(out / name)
+
+
+@pytest.fixture(scope="module")
+def artifacts(mobilevit, convert_once, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quant-tflite")
+    counting = CountingCalibration(mobilevit)
+    manifests = {
+        name: export_plan(
+            mobilevit,
+            plan_named(name, mobilevit.module),
+            out,
+            name,
+            calibration=counting if name == "int8" else None,
+        )
+        for name in PLANS
+    }
+    return out, manifests, counting
+
+
+def model_file(artifacts, name: str) -> Path:
+    out, manifests, _ = artifacts
+    return out / name / manifests[name].component().model_file
+
+
+def realized(manifest: Manifest) -> dict[str, LayerPrecision | None]:
+    return {path: entry.realized for path, entry in manifest.component().quant.layers.items()}
+
+
+def is_attention(path: str) -> bool:
+    return ".attention." in path
+
+
+def signature_dtypes(path: Path):
+    _, (inputs, outputs) = tflite._signature_dtypes(path.read_bytes())
+    return {name: dtype.__name__ for name, dtype in {**inputs, **outputs}.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [
+        ("fp32", P.FP32),
+        ("int8", P.INT8),
+        ("int8-dynamic", P.INT8_DYNAMIC),
+        ("int8-weight", P.INT8_WEIGHT),
+        ("fp16", P.FP16),
+    ],
+)
+def test_uniform_plans_read_back_on_every_layer(artifacts, name, precision):
+    component = artifacts[1][name].component()
+    assert component.quant.status == "passed", component.quant.failures
+    assert component.quant.counts == {precision.value: LAYER_COUNT}
+    # The app's tensors stay float whatever the plan: the quantizer adds QUANTIZE/DEQUANTIZE.
+    assert set(signature_dtypes(model_file(artifacts, name)).values()) == {"float32"}
+    assert component.verification.numerics_checked
+
+
+def test_static_int8_is_int8_inside_with_float_edges(artifacts):
+    component = artifacts[1]["int8"].component()
+    ops = component.export.details["op_histogram"]
+    assert ops["QUANTIZE"] >= 1 and ops["DEQUANTIZE"] >= 1
+    assert component.export.details["calibration"] == "min/max over every input"
+    assert component.calibration is not None and component.calibration.kind == "synthetic"
+
+
+def test_calibration_reads_the_inputs_once_in_bounded_chunks(
+    artifacts, mobilevit, convert_once, monkeypatch
+):
+    """One pass over the data, handed to one calibrator CALIBRATION_CHUNK inputs at a time (its
+    calibrate() lists whatever it is given, so a single call would hold every input)."""
+    from ai_edge_quantizer import calibrator
+
+    counting = artifacts[2]  # what the int8 export calibrated on
+    assert counting.iterations == 1 and counting.produced == counting.count
+
+    calls = []
+    real = calibrator.Calibrator.calibrate
+
+    def spy(self, dataset, *args, **kwargs):
+        calls.append((id(self), [len(inputs) for inputs in dataset.values()]))
+        return real(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(calibrator.Calibrator, "calibrate", spy)
+    (float_file,) = convert_once.values()
+    recipe = tflite._recipe_manager([(".*", P.INT8)])
+    count = 2 * tflite.CALIBRATION_CHUNK + 3
+    again = CountingCalibration(mobilevit, count=count)
+    ranges = tflite._calibrate(float_file.read_bytes(), recipe, mobilevit, again)
+    assert ranges and again.iterations == 1 and again.produced == count
+    assert len({calibrator_id for calibrator_id, _ in calls}) == 1
+    chunk = tflite.CALIBRATION_CHUNK
+    assert [sizes for _, sizes in calls] == [[chunk], [chunk], [3]]
+
+
+def test_dynamic_weight_only_and_fp16_pass_numeric_verification(artifacts):
+    for name in ("int8-dynamic", "int8-weight", "fp16"):
+        component = artifacts[1][name].component()
+        assert component.verification.status == "passed", (name, component.verification)
+
+
+def test_mixed_keeps_attention_float_and_convolutions_int8(artifacts):
+    manifest = artifacts[1]["mixed"]
+    component = manifest.component()
+    assert component.quant.status == "passed", component.quant.failures
+    layers = realized(manifest)
+    attention = {p: v for p, v in layers.items() if is_attention(p)}
+    assert len(attention) == 36 and set(attention.values()) == {P.FP32}
+    convolutions = {p: v for p, v in layers.items() if p.endswith(".convolution")}
+    assert len(convolutions) == 35 and set(convolutions.values()) == {P.INT8}
+    assert layers["classifier"] == P.INT8
+
+
+def test_no_op_inside_a_float_attention_block_touches_int8(artifacts, mobilevit):
+    """Not only the attention's Linear layers: its matmuls, softmax and reshapes see no int8
+    tensor in the mixed artifact, while the same block is int8 in the all-int8 one. (The
+    QUANTIZE op the quantizer adds for the int8 residual add after the block is named after the
+    block's float output; it belongs to the int8 consumer.)"""
+    from ai_edge_litert import schema_py_generated as schema
+
+    spec = quant_spec(named_plan("mixed", mobilevit.module), mobilevit.module)
+    block = tflite._module_path(spec, BLOCK, tflite.module_types(mobilevit.module))
+
+    def int8_ops_in_block(path: Path) -> tuple[int, int]:
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        graph = model.Subgraphs(0)
+        inside = rounded = 0
+        quantize = schema.BuiltinOperator.QUANTIZE
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == quantize:
+                continue
+            outputs = [graph.Tensors(op.Outputs(k)) for k in range(op.OutputsLength())]
+            names = [t.Name().decode() for t in outputs]
+            locations = [loc for name in names for loc in tflite._locations(name)]
+            if not locations or not all(
+                tflite._spells(loc, block, whole=False) for loc in locations
+            ):
+                continue
+            inside += 1
+            tensors = outputs + [
+                graph.Tensors(op.Inputs(k)) for k in range(op.InputsLength()) if op.Inputs(k) >= 0
+            ]
+            rounded += any(t.Type() == schema.TensorType.INT8 for t in tensors)
+        return inside, rounded
+
+    inside, rounded = int8_ops_in_block(model_file(artifacts, "mixed"))
+    assert inside >= 15 and rounded == 0
+    inside, rounded = int8_ops_in_block(model_file(artifacts, "int8"))
+    assert inside >= 15 and rounded >= 10
+
+
+def test_int8_and_mixed_pass_numeric_verification(artifacts):
+    for plan in ("int8", "mixed"):
+        component = artifacts[1][plan].component()
+        assert component.verification.status == "passed", component.verification.message
+
+
+def test_quantized_files_are_smaller_than_fp32(artifacts):
+    sizes = {name: m.component().size_bytes for name, m in artifacts[1].items()}
+    for name in ("int8", "mixed", "int8-dynamic", "int8-weight", "fp16"):
+        assert sizes[name] < sizes["fp32"], (name, sizes)
+
+
+def test_five_precisions_in_one_artifact(mobilevit, convert_once, tmp_path):
+    """Float by default, with static, dynamic, weight-only and fp16 regions; the classifier
+    writes the model's output, which must stay float although the layer is int8."""
+    plan = QuantPlan(
+        default=P.FP32,
+        overrides={
+            "mobilevit.encoder.layer.2": P.INT8,
+            BLOCK: P.FP16,
+            "mobilevit.encoder.layer.3": P.INT8_DYNAMIC,
+            "mobilevit.conv_stem": P.INT8_WEIGHT,
+            "classifier": P.INT8,
+        },
+    )
+    manifest = export_plan(mobilevit, plan, tmp_path, "five")
+    component = manifest.component()
+    assert component.quant.status == "passed", component.quant.failures
+    layers = realized(manifest)
+    assert layers[STEM] == P.INT8_WEIGHT
+    assert layers["classifier"] == P.INT8
+    assert layers[QUERY] == P.FP16
+    assert layers["mobilevit.encoder.layer.2.conv_kxk.convolution"] == P.INT8
+    assert {v for p, v in layers.items() if p.startswith("mobilevit.encoder.layer.3.")} == {
+        P.INT8_DYNAMIC
+    }
+    assert layers["mobilevit.encoder.layer.4.conv_kxk.convolution"] == P.FP32
+    assert set(signature_dtypes(tmp_path / "five" / component.model_file).values()) == {"float32"}
+    assert component.verification.outputs[0].centered_sqnr_db > 0
+
+
+def test_a_recipe_that_misses_the_float_layers_fails_the_export(
+    mobilevit, convert_once, tmp_path, monkeypatch
+):
+    """The trap of regexes that match no tensor name: the float rules select nothing, so every
+    layer gets the int8 default. The read-back names a float-planned layer."""
+    monkeypatch.setattr(tflite, "_recipe_rules", lambda ops, precisions, default: [(".*", default)])
+    with pytest.raises(
+        VerificationError, match=f"layer '{QUERY}' is int8 in the artifact, planned fp32"
+    ):
+        export_artifact(
+            mobilevit,
+            "tflite",
+            tmp_path,
+            plan=named_plan("mixed", mobilevit.module),
+            name="planted",
+            calibration={"model": synthetic_calibration(mobilevit, count=4)},
+        )
+    manifest = read_manifest(tmp_path / "planted")
+    assert manifest.status == "failed" and manifest.component().quant.status == "failed"
+    assert manifest.component().quant.counts == {"int8": LAYER_COUNT}
+
+
+def test_read_back_reads_the_file_not_the_plan(artifacts, mobilevit, tmp_path):
+    """One int8 spec read against files of other precisions reports each file's own precision;
+    and a copy of the int8 file whose classifier tensors lost their module path reports the
+    classifier missing."""
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import Builder
+
+    spec = quant_spec(named_plan("int8", mobilevit.module), mobilevit.module)
+    exporter = TFLiteExporter()
+    for name, precision in [("fp32", P.FP32), ("int8-weight", P.INT8_WEIGHT), ("fp16", P.FP16)]:
+        read = exporter.read_layer_precisions(model_file(artifacts, name), spec)
+        assert set(read.values()) == {precision}, name
+
+    model = schema.ModelT.InitFromPackedBuf(model_file(artifacts, "int8").read_bytes(), 0)
+    for tensor in model.subgraphs[0].tensors:
+        if b"Linear_classifier" in tensor.name:
+            tensor.name = b"renamed"
+    builder = Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    planted = tmp_path / "model.tflite"
+    planted.write_bytes(builder.Output())
+    check = check_realized(
+        spec, exporter.read_layer_precisions(planted, spec), evidence=exporter.layer_evidence
+    )
+    assert check.failures == ["layer 'classifier' (planned int8) is not in the exported graph"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecWithClasses(QuantSpec):
+    """A spec that carries the traced module's class names, which read-back then matches."""
+
+    module_types: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+
+def test_read_back_with_class_names_finds_the_same_layers(artifacts, mobilevit):
+    plan = named_plan("mixed", mobilevit.module)
+    plain = quant_spec(plan, mobilevit.module)
+    with_classes = SpecWithClasses(
+        plan=plan,
+        layers=plain.layers,
+        module_prefix=plain.module_prefix,
+        module_types=tflite.module_types(mobilevit.module),
+    )
+    path = model_file(artifacts, "mixed")
+    read = TFLiteExporter().read_layer_precisions(path, with_classes)
+    assert read == realized(artifacts[1]["mixed"]) == plain.layers
+
+
+def test_static_int8_without_calibration_is_refused_before_converting(
+    mobilevit, tmp_path, monkeypatch
+):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted although the export cannot calibrate")
+
+    monkeypatch.setattr("litert_torch.convert", must_not_run)
+    with pytest.raises(ExportError, match="calibration") as raised:
+        export_artifact(mobilevit, "tflite", tmp_path, plan=named_plan("int8", mobilevit.module))
+    assert "--calib" in raised.value.hint and "int8-dynamic" in raised.value.hint
+
+
+# Layer ops from tensor names, without converting: the fused names litert-torch writes.
+ROOT = "edgekit.Wrapper"
+MODEL = "m.Model_model"
+NO_CLASSES: dict[str, str] = {}  # what read-back has from a spec that carries no class names
+
+
+def location(*segments: str) -> str:
+    return "/".join((ROOT, MODEL, *segments)) + ";"
+
+
+def op(kind: str, *locations: str) -> tflite._Op:
+    name = ";".join(locations) + "1"  # fused locations are joined by ";", then a counter
+    return tflite._Op(
+        kind=kind,
+        scope=name + ";",
+        locations=tuple(tflite._locations(name)),
+        activation_dtype="FLOAT32",
+        weight_dtype="FLOAT32",
+        weight_dequantized_from=None,
+    )
+
+
+def spec_of(*paths: str) -> QuantSpec:
+    return QuantSpec(
+        plan=QuantPlan(default=P.INT8),
+        layers=dict.fromkeys(paths, P.INT8),
+        module_prefix="model.",
+    )
+
+
+def path_of(path: str, types=NO_CLASSES) -> tflite._ModulePath:
+    return tflite._module_path(spec_of(path), path, types)
+
+
+def test_fused_projections_are_told_apart_by_elimination():
+    """The key projection's name also carries the query's (and the LayerNorm before both)."""
+    norm = location("a.Block_0", "n.LayerNorm_norm")
+    query = location("a.Block_0", "a.Attention_attn", "l.Linear_query")
+    key = location("a.Block_0", "a.Attention_attn", "l.Linear_key")
+    ops = [op("FULLY_CONNECTED", norm, key, query), op("FULLY_CONNECTED", norm, query)]
+    spec = spec_of("blocks.0.attn.query", "blocks.0.attn.key")
+    found = tflite._layer_ops(ops, spec, NO_CLASSES)
+    assert found == {"blocks.0.attn.key": [0], "blocks.0.attn.query": [1]}
+
+
+def test_without_class_names_only_an_uncalled_list_may_be_skipped():
+    """`blocks.0` shows as `Block_0` (the ModuleList is never called), but a location of
+    `blocks.1.conv` must not pass for `blocks.0.inner.1.conv` by skipping called modules."""
+    (conv,) = tflite._locations(location("a.Block_1", "c.Conv2d_conv"))
+    assert tflite._spells(conv, path_of("blocks.1.conv"), whole=True)
+    assert not tflite._spells(conv, path_of("blocks.0.inner.1.conv"), whole=True)
+    assert tflite._spells(conv, path_of("blocks.1"), whole=False)
+    assert not tflite._spells(conv, path_of("blocks.1"), whole=True)
+
+
+def test_class_names_tell_look_alike_list_items_apart():
+    """A UNet's `down_blocks.0` and `up_blocks.0` are both `..._0` in tensor names; only their
+    classes differ. Without them both layers stay unassigned (missing), never guessed."""
+    down = location("d.DownBlock_0", "c.Conv2d_conv")
+    up = location("u.UpBlock_0", "c.Conv2d_conv")
+    ops = [op("CONV_2D", down), op("CONV_2D", up)]
+    spec = spec_of("down_blocks.0.conv", "up_blocks.0.conv")
+    assert tflite._layer_ops(ops, spec, NO_CLASSES) == {}
+    types = {
+        "": ROOT,
+        "model": "m.Model",
+        "model.down_blocks": "torch.nn.modules.container.ModuleList",
+        "model.down_blocks.0": "d.DownBlock",
+        "model.down_blocks.0.conv": "c.Conv2d",
+        "model.up_blocks": "torch.nn.modules.container.ModuleList",
+        "model.up_blocks.0": "u.UpBlock",
+        "model.up_blocks.0.conv": "c.Conv2d",
+    }
+    found = tflite._layer_ops(ops, spec, types)
+    assert found == {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
+
+
+def test_an_op_no_name_tells_apart_stays_unassigned():
+    both = (location("l.Linear_a"), location("l.Linear_b"))
+    found = tflite._layer_ops([op("FULLY_CONNECTED", *both)] * 2, spec_of("a", "b"), NO_CLASSES)
+    assert found == {}
+
+
+def test_module_types_are_the_names_litert_torch_writes(mobilevit):
+    types = tflite.module_types(mobilevit.module)
+    assert types[""] == "edgekit.models.mobilevit.MobileViTClassifier"
+    assert types[f"model.{STEM}"] == "torch.nn.modules.conv.Conv2d"
