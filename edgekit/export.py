@@ -32,7 +32,7 @@ from edgekit.artifact import (
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
 from edgekit.profiles import RuntimeSettings, TargetProfile
-from edgekit.quant.plan import QuantPlan, QuantPlanError, named_plan
+from edgekit.quant.plan import NAMED_PLANS, LayerPrecision, QuantPlan, QuantPlanError, named_plan
 from edgekit.quant.spec import (
     CalibrationInputs,
     CalibrationRecord,
@@ -237,7 +237,13 @@ def _component_specs(
     specs = {}
     for name, component in components.items():
         applies = plan is not None and plan.component in (None, name)
-        component_plan = plan if applies else named_plan(precision, component.module)
+        if not applies:
+            component_plan = named_plan(precision, component.module)
+        elif plan.name in NAMED_PLANS and plan.component is None:
+            # A named plan (e.g. mixed) is derived from each component's own structure.
+            component_plan = named_plan(plan.name, component.module)
+        else:
+            component_plan = plan
         specs[name] = quant_spec(
             component_plan,
             component.module,
@@ -325,8 +331,9 @@ def _export_component(
         ),
         verification=verification,
         quant=plan_check,
+        # Only static int8 layers use calibration data; dynamic and weight-only ones do not.
         calibration=CalibrationRecord.of(quant.calibration)
-        if quant.is_quantized and quant.calibration
+        if quant.layers_at(LayerPrecision.INT8) and quant.calibration
         else None,
         size_bytes=sum(f.stat().st_size for f in result.files),
         fp32_weight_bytes=model.parameter_count * 4,

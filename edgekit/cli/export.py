@@ -147,21 +147,34 @@ def export(
 
 
 def _load_plan(quant: str, loaded):
-    """The plan, checked against the model (or the one component of a pipeline) it is for."""
+    """The plan, checked against the model (or the pipeline component) it is for. A plan file
+    made for one component of a pipeline says which (`component`, written by `quantize plan`)."""
     from edgekit.models import LoadedPipeline
-    from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan
+    from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan, read_plan
 
-    if isinstance(loaded, LoadedPipeline):
-        if len(loaded.components) != 1 and quant not in NAMED_PLANS:
-            raise QuantPlanError(
-                "A plan file names the layers of one model; this pipeline has "
-                f"{len(loaded.components)} components.",
-                hint="choose that component with --component (e.g. --component unet).",
-            )
-        module = next(iter(loaded.components.values())).module
-    else:
-        module = loaded.module
-    return load_plan(quant, module)
+    if not isinstance(loaded, LoadedPipeline):
+        return load_plan(quant, loaded.module)
+    components = loaded.components
+    if quant in NAMED_PLANS or not quant.endswith(".json"):
+        # A named plan is derived from each component's own structure at export; an unknown
+        # name fails here with the list of named plans.
+        return load_plan(quant, next(iter(components.values())).module)
+    plan = read_plan(Path(quant))
+    target = plan.component or (next(iter(components)) if len(components) == 1 else None)
+    if target is None:
+        raise QuantPlanError(
+            "The plan file names no component, and this pipeline has "
+            f"{len(components)}: {', '.join(components)}.",
+            hint="export one with --component (e.g. --component unet), or write "
+            '"component": "unet" into the plan.',
+        )
+    if target not in components:
+        raise QuantPlanError(
+            f"The plan is for the '{target}' component, which this export does not have "
+            f"(it has {', '.join(components)}).",
+            hint="export the source the plan was made for, or add --component.",
+        )
+    return load_plan(quant, components[target].module)
 
 
 def say_replaced(path: Path) -> None:

@@ -133,8 +133,9 @@ class LayerReader(Protocol):
 class PlanLimits(Protocol):
     """Optional: an exporter that cannot realize some combinations of per-layer precisions."""
 
-    def plan_unsupported_reason(self, quant: QuantSpec) -> str | None:
-        """Why this format cannot realize `quant` as a whole, or None if it can."""
+    def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
+        """Why this format cannot realize `quant` for `model`, or None if it can (e.g. XNNPACK
+        has no dynamic int8 convolutions; Core ML calibrates int8 activations only on macOS)."""
 
 
 def unsupported_reason(exporter: Exporter, model: LoadedModel, *, quant: QuantSpec) -> str | None:
@@ -150,7 +151,7 @@ def unsupported_reason(exporter: Exporter, model: LoadedModel, *, quant: QuantSp
             f"it supports {', '.join(p.value for p in supported)} per layer."
         )
     if isinstance(exporter, PlanLimits):
-        reason = exporter.plan_unsupported_reason(quant)
+        reason = exporter.plan_unsupported_reason(quant, model)
         if reason:
             return reason
     if isinstance(exporter, ModelLimits):

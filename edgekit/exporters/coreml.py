@@ -165,7 +165,7 @@ class CoreMLExporter:
             )
         return None
 
-    def plan_unsupported_reason(self, quant: QuantSpec) -> str | None:
+    def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
         target = _deployment_target(self.minimum_deployment_target)
         for precision, oldest in MIN_QUANT_TARGETS.items():
             paths = quant.layers_at(precision)

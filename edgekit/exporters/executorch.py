@@ -1,19 +1,37 @@
-"""ExecuTorch `.pte` through torch.export -> XNNPACK partitioner, run with executorch.runtime."""
+"""ExecuTorch `.pte` through torch.export -> XNNPACK partitioner, run with executorch.runtime.
+
+Quantized plans go through PT2E with the XNNPACK quantizer: torch.export -> prepare_pt2e ->
+calibration -> convert_pt2e -> torch.export -> lowering to XNNPACK. Each layer gets the plan's
+precision through a filter on the module path every graph node records (`nn_module_stack`).
+
+Plan read-back reads the written `.pte`: the XNNPACK delegate payloads inside it are flatbuffers
+whose convolution and fully-connected nodes name the datatypes of their input and weights
+(qint8 + qcint8: static int8; qdint8: dynamic int8; fp32: float); layers XNNPACK did not take
+are portable-kernel instructions whose weight tensors the program describes. Neither carries a
+module path (a delegate node has a debug handle, an instruction an index), so export writes a
+small layer map next to the program (`model.layers.json`: debug handle / instruction index ->
+module path, from the lowered graph, bound to the `.pte` by its sha256) and the read-back joins
+the two. The map says where a node came from; the precision always comes from the `.pte`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ArtifactError
+from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult
 from edgekit.exporters._native import quiet_native_stderr
 from edgekit.quant.plan import LayerPrecision
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
+    from torch import nn
 
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
@@ -21,14 +39,57 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The layer map written next to each `.pte` (`model.pte` -> `model.layers.json`).
+LAYER_MAP_SUFFIX = ".layers.json"
+LAYER_MAP_FORMAT = 1
+XNNPACK_BACKEND_ID = "XnnpackBackend"
+
+# XNNPACK nodes that plan layers (nn.Conv1d/Conv2d/Linear) lower to; Conv1d lowers to XNNConv2d.
+_XNN_GEMM_NODES = frozenset(
+    {"XNNConv2d", "XNNDepthwiseConv2d", "XNNConvTranspose2d", "XNNFullyConnected"}
+)
+_XNN_FP32 = "xnn_datatype_fp32"
+_XNN_FP16 = "xnn_datatype_fp16"
+_XNN_INT8_WEIGHTS = frozenset({"xnn_datatype_qint8", "xnn_datatype_qcint8"})
+_XNN_STATIC_INT8_INPUTS = frozenset({"xnn_datatype_qint8", "xnn_datatype_quint8"})
+_XNN_DYNAMIC_INT8_INPUTS = frozenset({"xnn_datatype_qdint8", "xnn_datatype_qpint8"})
+# Layers the XNNPACK delegate did not take run as portable kernels in the program itself:
+# operator name -> index of the weight argument.
+_PORTABLE_GEMM_WEIGHT_ARG = {"aten::convolution": 1, "aten::linear": 1, "aten::addmm": 2}
+# Ops a weight may pass through between a dequantize and the layer (layout only).
+_LAYOUT_OPS = frozenset(
+    {
+        "aten::permute_copy",
+        "aten::t_copy",
+        "aten::transpose_copy",
+        "aten::view_copy",
+        "aten::expand_copy",
+        "aten::clone",
+        "dim_order_ops::_to_dim_order_copy",
+    }
+)
+
 
 class ExecuTorchExporter:
     name = "executorch"
     display_name = "ExecuTorch"
-    layer_precisions = (LayerPrecision.FP32,)
+    # What the XNNPACK quantizer and delegate realize per layer: static int8 (per-channel
+    # weights, calibrated activations) and dynamic int8 (activations quantized per run).
+    layer_precisions = (LayerPrecision.FP32, LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC)
+    layer_evidence = (
+        "datatypes of each convolution / fully-connected node's input and weights in the .pte's "
+        "XNNPACK delegate payloads (qint8 input + qint8/qcint8 weights: int8; qdint8 input: "
+        "int8-dynamic; fp32: fp32) and, for layers left on portable kernels, the weight "
+        "tensor's dtype in the program; nodes joined to module paths by debug handle through "
+        f"the export's layer map (*{LAYER_MAP_SUFFIX}, bound to the .pte by its sha256)"
+    )
     runtime_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
     tool_packages = ("executorch", "torchao")
     file_suffix = ".pte"
+
+    def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
+        """The first convolution planned int8-dynamic, which XNNPACK does not realize."""
+        return _dynamic_conv_refusal(model.module, quant)
 
     def export(
         self,
@@ -42,19 +103,45 @@ class ExecuTorchExporter:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
+        args = _tensors(sample_inputs, model.inputs)
         exported = torch.export.export(model.module, args, strict=False)
+        details: dict[str, Any] = {"backend": "xnnpack"}
+        if quant.is_quantized:
+            exported, details["quantization"] = _quantize_pt2e(exported, args, model, quant)
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         delegation = _delegation_summary(edge.exported_program().graph_module)
+        delegated = _delegated_module_paths(edge.exported_program().graph_module)
         program = edge.to_executorch()
         model_path.write_bytes(program.buffer)
+        map_path = write_layer_map(model_path, delegated, _instruction_module_paths(program))
         log.info(
             "XNNPACK took %d of %d ops; not delegated: %s",
             delegation["delegated_ops"],
             delegation["delegated_ops"] + delegation["non_delegated_ops"],
             delegation["non_delegated_by_op"] or "none",
         )
-        return ExportResult(files=[model_path], details={"backend": "xnnpack", **delegation})
+        # The layer map is for edgekit's read-back, not for the device: not part of the
+        # model's size.
+        return ExportResult(
+            files=[model_path], details={**details, **delegation, "layer_map": map_path.name}
+        )
+
+    def read_layer_precisions(
+        self, model_path: Path, quant: QuantSpec
+    ) -> dict[str, LayerPrecision | None]:
+        delegated, instructions = read_layer_map(model_path)
+        found: dict[str, set[LayerPrecision]] = defaultdict(set)
+        for traced, precision in _pte_layer_precisions(model_path, delegated, instructions):
+            if traced.startswith(quant.module_prefix):
+                found[traced.removeprefix(quant.module_prefix)].add(precision)
+        realized: dict[str, LayerPrecision | None] = {}
+        for path, planned in quant.layers.items():
+            held = found.get(path, set())
+            # A module called twice lowers to two nodes; if they differ, report the one that is
+            # not the plan's, so the check names it.
+            others = sorted(held - {planned})
+            realized[path] = others[0] if others else next(iter(held), None)
+        return realized
 
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS
@@ -68,6 +155,139 @@ class ExecuTorchExporter:
         settings: RuntimeSettings | None = None,
     ) -> ExecuTorchRuntime:
         return ExecuTorchRuntime(model_path, inputs, outputs, settings=settings)
+
+
+# --- quantization ---------------------------------------------------------------------------
+
+
+def _tensors(inputs: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
+    import numpy as np
+    import torch
+
+    return tuple(
+        torch.from_numpy(np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype))
+        for spec in specs
+    )
+
+
+def _dynamic_conv_refusal(module: nn.Module, quant: QuantSpec) -> str | None:
+    """The first convolution a plan asks to quantize dynamically. The XNNPACK quantizer's
+    dynamic int8 leaves convolutions float without a word when they are depthwise, 1-D, or
+    followed by a ReLU (measured with executorch 1.5.1), so edgekit takes it for linear layers
+    only and refuses the rest up front, naming the layer."""
+    from torch import nn
+
+    from edgekit.quant.plan import quantizable_layers
+
+    dynamic = set(quant.layers_at(LayerPrecision.INT8_DYNAMIC))
+    convolutions = [
+        path
+        for path, layer in quantizable_layers(module).items()
+        if path in dynamic and isinstance(layer, nn.Conv1d | nn.Conv2d)
+    ]
+    if not convolutions:
+        return None
+    more = f" (and {len(convolutions) - 1} more convolutions)" if len(convolutions) > 1 else ""
+    return (
+        f"ExecuTorch (XNNPACK) cannot quantize the convolution '{convolutions[0]}'{more} "
+        "dynamically (int8-dynamic): its quantizer keeps depthwise convolutions and those "
+        "followed by a ReLU float, so edgekit realizes int8-dynamic on linear layers only."
+    )
+
+
+def _quantize_pt2e(
+    exported: torch.export.ExportedProgram,
+    args: tuple[torch.Tensor, ...],
+    model: LoadedModel,
+    quant: QuantSpec,
+) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
+    """PT2E with the XNNPACK quantizer, one quantizer per int8 flavour the plan uses, each
+    restricted to the graph nodes whose module the plan gives that precision."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+    static = bool(quant.layers_at(LayerPrecision.INT8))
+    if static and quant.calibration is None:
+        raise ExportError(
+            "Static int8 needs calibration data to set activation ranges, and none was given.",
+            hint="pass --calib IMAGES_DIR (or prompts for Stable Diffusion), or plan "
+            "int8-dynamic for linear layers.",
+        )
+    # Selection by module path, not `set_module_type`/`set_module_name`: under torch 2.13 the
+    # graph stores module types as strings, so a class object matches nothing (an all-int8
+    # model, silently), and `set_module_name(name, None)` asserts. A filter sees every node.
+    quantizers = []
+    # Dynamic first: it annotates linear/conv only, and the static one skips annotated nodes.
+    for precision, is_dynamic in (
+        (LayerPrecision.INT8_DYNAMIC, True),
+        (LayerPrecision.INT8, False),
+    ):
+        if quant.layers_at(precision):
+            config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=is_dynamic)
+            quantizer = XNNPACKQuantizer().set_global(config)
+            quantizer.set_filter_function(_planned_as(quant, precision))
+            quantizers.append(quantizer)
+    quantizer = quantizers[0] if len(quantizers) == 1 else ComposableQuantizer(quantizers)
+    prepared = prepare_pt2e(exported.module(), quantizer)
+    calibrated = 0
+    with torch.no_grad():
+        if static:
+            for sample in quant.calibration:  # streamed: one input in memory at a time
+                prepared(*_tensors(sample, model.inputs))
+                calibrated += 1
+            if calibrated == 0:
+                raise ExportError(
+                    "The calibration data yielded no inputs; static int8 needs at least one.",
+                    hint="check the calibration folder or prompts file.",
+                )
+        else:
+            # Dynamic int8 only: activation ranges are taken per run, but the weight observers
+            # still need one forward pass to see the weights.
+            prepared(*args)
+    converted = convert_pt2e(prepared)
+    requantized = torch.export.export(converted, args, strict=False)
+    return requantized, {
+        "quantizer": "XNNPACKQuantizer (pt2e), symmetric int8, per-channel weights",
+        "calibration_inputs": calibrated,
+    }
+
+
+def _planned_as(quant: QuantSpec, precision: LayerPrecision) -> Callable[[Any], bool]:
+    """Quantizer filter: True for graph nodes the plan gives `precision`, judged by the
+    innermost module in the node's `nn_module_stack` (the plan's longest matching key wins,
+    as in `QuantPlan.precision_of`)."""
+
+    def selects(node: Any) -> bool:
+        if node.op != "call_function":
+            # Weights, biases and inputs have no module stack; the quantizer puts them in one
+            # pattern with the op that uses them, and that op decides.
+            return True
+        return _planned_at(quant, _innermost_module(node)) == precision
+
+    return selects
+
+
+def _innermost_module(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = next(reversed(stack.values()))[0]
+    # torch.export's strict mode spells the root "L['self']."; the non-strict mode does not.
+    return path.removeprefix("L['self'].")
+
+
+def _planned_at(quant: QuantSpec, traced_path: str) -> LayerPrecision:
+    if traced_path.startswith(quant.module_prefix):
+        return quant.plan.precision_of(traced_path.removeprefix(quant.module_prefix))
+    return quant.plan.default  # edgekit's wrapper around the user's model
+
+
+# --- lowering bookkeeping -------------------------------------------------------------------
 
 
 def _delegation_summary(graph_module: Any) -> dict[str, Any]:
@@ -86,6 +306,269 @@ def _delegation_summary(graph_module: Any) -> dict[str, Any]:
         "delegated_subgraphs": info.num_delegated_subgraphs,
         "non_delegated_by_op": dict(sorted(not_delegated.items())),
     }
+
+
+def _delegated_module_paths(graph_module: Any) -> dict[int, str]:
+    """Debug handle -> module path of the nodes inside each XNNPACK subgraph: the handles the
+    delegate's own nodes carry in the payload. Quantize/dequantize nodes share their op's handle
+    and have no module."""
+    paths: dict[int, str] = {}
+    for child in graph_module.children():
+        original = getattr(child, "original_module", None)  # a LoweredBackendModule
+        if original is None:
+            continue
+        for node in original.graph_module.graph.nodes:
+            handle = node.meta.get("debug_handle")
+            path = _innermost_module(node) if node.op == "call_function" else ""
+            if isinstance(handle, int) and path:
+                paths.setdefault(handle, path)
+    return paths
+
+
+def _instruction_module_paths(program: Any) -> dict[int, str]:
+    """Instruction index -> module path of the ops left on portable kernels. The emitter
+    replaces each emitted node's debug handle with its instruction's index in the chain (that
+    index is what ExecuTorch's profiler logs); nodes it does not emit (getitem, allocations)
+    have no op schema and are skipped."""
+    paths: dict[int, str] = {}
+    for node in program.exported_program().graph_module.graph.nodes:
+        handle = node.meta.get("debug_handle")
+        if node.op == "call_function" and hasattr(node.target, "_schema"):
+            path = _innermost_module(node)
+            if isinstance(handle, int) and path:
+                paths[handle] = path
+    return paths
+
+
+def layer_map_path(model_path: Path) -> Path:
+    return model_path.with_suffix(LAYER_MAP_SUFFIX)
+
+
+def write_layer_map(
+    model_path: Path, delegated: dict[int, str], instructions: dict[int, str]
+) -> Path:
+    """Where the `.pte`'s nodes came from: XNNPACK node debug handle -> module path, and
+    portable-kernel instruction index -> module path. Bound to the `.pte` by its sha256."""
+    from edgekit.artifact import hash_file
+
+    path = layer_map_path(model_path)
+    layer_map = {
+        "format": LAYER_MAP_FORMAT,
+        "program_file": model_path.name,
+        "program_sha256": hash_file(model_path),
+        "delegated": {str(h): p for h, p in sorted(delegated.items())},
+        "instructions": {str(i): p for i, p in sorted(instructions.items())},
+    }
+    path.write_text(json.dumps(layer_map, indent=0) + "\n")
+    return path
+
+
+def read_layer_map(model_path: Path) -> tuple[dict[int, str], dict[int, str]]:
+    """(XNNPACK debug handle -> module path, instruction index -> module path) for this .pte."""
+    from edgekit.artifact import hash_file
+
+    path = layer_map_path(model_path)
+    if not path.is_file():
+        raise ArtifactError(
+            f"No layer map {path.name} next to {model_path.name}.",
+            hint="re-export with this edgekit version; the map joins the .pte's nodes to "
+            "module paths.",
+        )
+    layer_map = json.loads(path.read_text())
+    if layer_map.get("format") != LAYER_MAP_FORMAT:
+        raise ArtifactError(f"{path.name} has an unknown format {layer_map.get('format')!r}.")
+    if layer_map["program_sha256"] != hash_file(model_path):
+        raise ArtifactError(
+            f"{path.name} describes another program than {model_path.name} (sha256 differs).",
+            hint="the .pte was replaced after export; re-export.",
+        )
+    delegated = {int(h): p for h, p in layer_map["delegated"].items()}
+    return delegated, {int(i): p for i, p in layer_map["instructions"].items()}
+
+
+# --- reading the .pte -----------------------------------------------------------------------
+
+
+def _pte_layer_precisions(
+    model_path: Path, delegated: dict[int, str], instructions: dict[int, str]
+) -> Iterator[tuple[str, LayerPrecision]]:
+    """(module path, precision) of every convolution / matrix-multiply node in the program:
+    inside XNNPACK payloads, and left on portable kernels. Reads the program flatbuffer and the
+    delegates' graphs only, never the weights, so it stays cheap for large files."""
+    from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
+
+    with model_path.open("rb") as file:
+        header = _get_extended_header(file.read(64))
+        file.seek(0)
+        program = _flatbuffer_to_program(file.read(header.program_size if header else -1))
+        plan = program.execution_plan[0]
+        payloads = [
+            _xnnpack_flatbuffer(program, file, header.segment_base_offset if header else 0, d)
+            for d in plan.delegates
+        ]
+    for handle, precision in _xnnpack_gemm_precisions([p for p in payloads if p is not None]):
+        if handle in delegated:
+            yield delegated[handle], precision
+    for index, precision in _portable_gemm_precisions(plan):
+        if index in instructions:
+            yield instructions[index], precision
+
+
+def _xnnpack_flatbuffer(program: Any, file: Any, segment_base: int, delegate: Any) -> bytes | None:
+    """The XNNPACK flatbuffer inside one delegate's payload (not its constant data)."""
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
+    from executorch.exir.schema import DataLocation
+
+    if delegate.id != XNNPACK_BACKEND_ID:
+        return None
+    processed = delegate.processed
+    if processed.location == DataLocation.INLINE:
+        payload = program.backend_delegate_data[processed.index].data
+        start, size = 0, len(payload)
+    else:  # a segment after the program, at the extended header's base offset
+        segment = program.segments[processed.index]
+        file.seek(segment_base + segment.offset)
+        payload = file.read(XNNHeader.EXPECTED_LENGTH)
+        start, size = segment_base + segment.offset, segment.size
+    if payload[4:8] != XNNHeader.EXPECTED_MAGIC:  # an older payload: the flatbuffer alone
+        offset, length = 0, size
+    else:
+        xnn = XNNHeader.from_bytes(payload[: XNNHeader.EXPECTED_LENGTH])
+        offset, length = xnn.flatbuffer_offset, xnn.flatbuffer_size
+    if processed.location == DataLocation.INLINE:
+        return bytes(payload[offset : offset + length])
+    file.seek(start + offset)
+    return file.read(length)
+
+
+def _xnnpack_gemm_precisions(payloads: list[bytes]) -> Iterator[tuple[int, LayerPrecision]]:
+    for graph in _xnnpack_graphs(payloads):
+        datatypes = {}
+        for value in graph["xvalues"]:
+            tensor = value["xvalue_union"]
+            tensor = tensor.get("tensor_value", tensor)  # quantized values wrap a tensor value
+            datatypes[tensor["id_out"]] = tensor["datatype"]
+        for node in graph["xnodes"]:
+            if node["xnode_union_type"] not in _XNN_GEMM_NODES:
+                continue
+            fields = node["xnode_union"]
+            precision = _xnn_precision(
+                datatypes[fields["input1_id"]], datatypes[fields["filter_id"]]
+            )
+            if precision is None:
+                log.warning(
+                    "XNNPACK node %s (debug handle %s) has input %s and weights %s, which no "
+                    "plan precision describes",
+                    node["xnode_union_type"],
+                    node["debug_handle"],
+                    datatypes[fields["input1_id"]],
+                    datatypes[fields["filter_id"]],
+                )
+                continue
+            yield node["debug_handle"], precision
+
+
+def _xnn_precision(input_type: str, weight_type: str) -> LayerPrecision | None:
+    if weight_type in _XNN_INT8_WEIGHTS:
+        if input_type in _XNN_STATIC_INT8_INPUTS:
+            return LayerPrecision.INT8
+        if input_type in _XNN_DYNAMIC_INT8_INPUTS:
+            return LayerPrecision.INT8_DYNAMIC
+        if input_type == _XNN_FP32:
+            return LayerPrecision.INT8_WEIGHT
+    if input_type == weight_type == _XNN_FP32:
+        return LayerPrecision.FP32
+    if input_type == weight_type == _XNN_FP16:
+        return LayerPrecision.FP16
+    return None
+
+
+def _xnnpack_graphs(payloads: list[bytes]) -> list[dict[str, Any]]:
+    """The XNNPACK flatbuffers as JSON, decoded by flatc (shipped with executorch) against the
+    schema shipped with the XNNPACK backend: one flatc run for all of them."""
+    import importlib.resources
+    import subprocess
+    import tempfile
+
+    from executorch.exir._serialize._flatbuffer import _get_flatc_path
+
+    if not payloads:
+        return []
+    schema = importlib.resources.files("executorch.backends.xnnpack.serialization") / "schema.fbs"
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        importlib.resources.as_file(schema) as schema_path,
+    ):
+        binaries = []
+        for index, payload in enumerate(payloads):
+            binary = Path(folder) / f"graph{index}.bin"
+            binary.write_bytes(payload)
+            binaries.append(str(binary))
+        subprocess.run(
+            [_get_flatc_path(), "--json", "--strict-json", "--defaults-json", "--raw-binary",
+             "-o", folder, str(schema_path), "--", *binaries],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return [_json_with_non_finite(Path(b).with_suffix(".json").read_text()) for b in binaries]
+
+
+def _json_with_non_finite(text: str) -> dict[str, Any]:
+    """flatc writes infinite clamp bounds as bare `inf` (and `nan`); Python's json reads
+    `Infinity` and `NaN`."""
+    import re
+
+    text = re.sub(r"(?<=[\s:\[,])(-?)inf\b", r"\1Infinity", text)
+    return json.loads(re.sub(r"(?<=[\s:\[,])-?nan\b", "NaN", text))
+
+
+def _portable_gemm_precisions(plan: Any) -> Iterator[tuple[int, LayerPrecision]]:
+    """Convolutions and linear layers XNNPACK did not take: they run as portable kernels in
+    float; a weight that a dequantize op produced is int8 stored, computed in float.
+    Yields (instruction index, precision)."""
+    from executorch.exir.schema import KernelCall
+
+    kernel_calls = []
+    index = 0
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            call = instruction.instr_args
+            if isinstance(call, KernelCall):
+                kernel_calls.append((index, plan.operators[call.op_index].name, call.args))
+            index += 1
+    producers = {args[-1]: (name, args) for _, name, args in kernel_calls if args}
+    for index, name, args in kernel_calls:
+        weight_arg = _PORTABLE_GEMM_WEIGHT_ARG.get(name)
+        if weight_arg is not None:
+            precision = _portable_weight_precision(plan, args[weight_arg], producers)
+            if precision is not None:
+                yield index, precision
+
+
+def _portable_weight_precision(
+    plan: Any, value_index: int, producers: dict[int, tuple[str, list[int]]]
+) -> LayerPrecision | None:
+    from executorch.exir.scalar_type import ScalarType
+    from executorch.exir.schema import Tensor
+
+    tensor = plan.values[value_index].val
+    if not isinstance(tensor, Tensor) or tensor.scalar_type not in (
+        ScalarType.FLOAT,
+        ScalarType.HALF,
+    ):
+        return None
+    seen = value_index
+    while seen in producers:  # follow the weight back through layout ops
+        name, args = producers[seen]
+        if name.startswith("quantized_decomposed::dequantize"):
+            return LayerPrecision.INT8_WEIGHT
+        if name not in _LAYOUT_OPS:
+            break
+        seen = args[0]
+    return LayerPrecision.FP32 if tensor.scalar_type == ScalarType.FLOAT else LayerPrecision.FP16
+
+
+# --- runtime --------------------------------------------------------------------------------
 
 
 class ExecuTorchRuntime:
