@@ -143,3 +143,33 @@ def pytest_sessionfinish(session, exitstatus):
         for line in bad:
             reporter.write_line(f"INVALID MANIFEST {line}")
         session.exitstatus = 1
+
+
+# Calibration inputs for the shared analysis: few, so the test suite stays fast; enough that a
+# layer's damage shows in the output.
+ANALYSIS_CALIB_COUNT = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_sensitivity(tmp_path_factory) -> tuple[Path, str]:
+    """One `edgekit quantize analyze tiny-mobilevit` run (all schemes), shared by the analysis,
+    plan and end-to-end tests: (sensitivity file, terminal output)."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("analysis") / "sens.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "analyze",
+            "tiny-mobilevit",
+            "--calib-count",
+            str(ANALYSIS_CALIB_COUNT),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output

@@ -23,7 +23,6 @@ from edgekit.quant.plan import LayerPrecision, quantizable_layers, read_plan
 from edgekit.quant.planner import candidates
 
 runner = CliRunner()
-CALIB_COUNT = 4
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +44,9 @@ def photo_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def sensitivity(tmp_path_factory):
-    """One CLI analysis of tiny-mobilevit, shared by the checks below."""
-    out = tmp_path_factory.mktemp("analysis") / "sens.json"
-    result = runner.invoke(
-        app,
-        [
-            "quantize",
-            "analyze",
-            "tiny-mobilevit",
-            "--calib-count",
-            str(CALIB_COUNT),
-            "--out",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return out, result.output
+@pytest.fixture
+def sensitivity(tiny_sensitivity):
+    return tiny_sensitivity
 
 
 # ---------------------------------------------------------------- calibration data

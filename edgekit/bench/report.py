@@ -7,10 +7,13 @@ from edgekit.bench.schema import BenchReport, BenchResult
 COLUMNS = [
     "variant",
     "format",
+    "precision",
     "runtime",
     "threads",
     "size",
+    "vs fp32",
     "SQNR",
+    "top-1",
     "load",
     "first",
     "p50",
@@ -35,13 +38,17 @@ def row(result: BenchResult) -> list[str]:
     if result.verification_status == "failed":
         sqnr += " FAILED"
     speedup = f"{result.speedup_vs_pytorch:.2f}x" if result.speedup_vs_pytorch else "-"
+    smaller = result.size_vs_fp32
     return [
         result.name,
         result.format,
+        result.precision,
         result.runtime,
         str(result.threads),
         _mib(result.model_size_bytes),
+        f"{smaller:.2f}x smaller" if smaller and result.format != "pytorch" else "-",
         sqnr,
+        f"{result.top1_agreement:.0%}" if result.top1_agreement is not None else "-",
         f"{result.load_ms:.0f} ms",
         f"{result.first_inference_ms:.1f} ms",
         f"{latency.median_ms:.2f} ms",
@@ -73,7 +80,8 @@ def markdown(report: BenchReport, *, title: str = "edgekit bench") -> str:
     lines += ["| " + " | ".join(row(r)) + " |" for r in report.results]
     lines.append("")
     lines.append(
-        "SQNR: worst output of the artifact vs PyTorch at export time. vs PyTorch: PyTorch eager "
+        "SQNR, top-1: worst output and argmax agreement of the artifact vs PyTorch fp32 at export "
+        "time. vs fp32: fp32 weight bytes / artifact bytes. vs PyTorch: PyTorch eager "
         "median / variant median (median of per-round ratios); above 1x is faster."
     )
     for note in report.notes:

@@ -244,4 +244,13 @@ def _aggregate(
         speedup_vs_pytorch=speedup,
         verification_status=ARTIFACT_STATUS[component.verification.status] if is_artifact else None,
         worst_sqnr_db=worst if is_artifact else None,
+        top1_agreement=_top1(component) if is_artifact else None,
+        fp32_weight_bytes=component.parameter_count * 4,
+    )
+
+
+def _top1(component: Any) -> float | None:
+    return next(
+        (o.top1_agreement for o in component.verification.outputs if o.top1_agreement is not None),
+        None,
     )

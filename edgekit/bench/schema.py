@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from edgekit.json_schema import json_schema, write_json_schema
 
-BENCH_SCHEMA_VERSION = "1.0"
+BENCH_SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "bench.schema.json"
 
 
@@ -60,6 +60,19 @@ class BenchResult(BaseModel):
     )
     verification_status: str | None = None
     worst_sqnr_db: float | None = None
+    top1_agreement: float | None = Field(
+        None, description="Classifiers: argmax agreement with PyTorch at export time."
+    )
+    fp32_weight_bytes: int | None = Field(
+        None, description="Parameter count x 4: what the weights take in fp32, for size ratios."
+    )
+
+    @property
+    def size_vs_fp32(self) -> float | None:
+        """How many times smaller than its fp32 weights the artifact is (>1: smaller)."""
+        if not self.fp32_weight_bytes or not self.model_size_bytes:
+            return None
+        return self.fp32_weight_bytes / self.model_size_bytes
 
 
 class MachineInfo(BaseModel):

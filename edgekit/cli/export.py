@@ -249,9 +249,9 @@ def print_plan_check(label: str, component) -> None:
     verdict = "[green]as planned[/green]" if not check.failures else "[red]NOT as planned[/red]"
     size = ""
     if component.size_bytes and component.fp32_weight_bytes:
-        ratio = component.fp32_weight_bytes / component.size_bytes
         size = (
-            f"; {component.size_bytes / 2**20:.2f} MiB, {ratio:.2f}x smaller than its fp32 weights"
+            f"; {component.size_bytes / 2**20:.2f} MiB on disk vs "
+            f"{component.fp32_weight_bytes / 2**20:.2f} MiB of weights in fp32"
         )
     console.print(f"{label}layers: {counts} — {verdict} (read back: {check.evidence}){size}")
     for failure in check.failures[:MAX_PLAN_FAILURES_SHOWN]:

@@ -62,6 +62,13 @@ def analyze(
     prompts: PromptsOption = None,
     calib_count: CalibCountOption = None,
     steps: StepsOption = 4,
+    scheme: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scheme",
+            help="Schemes to measure (repeatable): int8, int8-dynamic, int8-weight. Default: all.",
+        ),
+    ] = None,
     chart: Annotated[
         Path | None,
         typer.Option(help="PNG chart of per-layer SQNR. Default: next to --out, same stem."),
@@ -77,10 +84,12 @@ def analyze(
         from rich.progress import Progress
 
         from edgekit import models
+        from edgekit.quant.analyze import ANALYZED_SCHEMES
         from edgekit.quant.analyze import analyze as run_analysis
         from edgekit.quant.calibration import calibration_for
         from edgekit.quant.chart import write_chart
 
+        schemes = _schemes(scheme or [s.value for s in ANALYZED_SCHEMES], ANALYZED_SCHEMES)
         with console.status(f"Loading {model} ..."):
             loaded, name = _load_one(model, component, allow_pickle, models)
         with console.status("Preparing calibration inputs ..."):
@@ -97,7 +106,9 @@ def analyze(
             def on_layer(index: int, total: int, path: str) -> None:
                 progress.update(task, total=total, completed=index, description=path)
 
-            report = run_analysis(target, data, out, component=name, on_layer=on_layer)
+            report = run_analysis(
+                target, data, out, schemes=schemes, component=name, on_layer=on_layer
+            )
         chart_path = write_chart(report, chart or out.with_suffix(".png"))
         _print_sensitivity(report)
         console.print(
@@ -128,21 +139,16 @@ def plan(
     configure_logging(False)
     with Guard():
         from edgekit.artifact import write_bytes_atomic
-        from edgekit.errors import UnknownChoiceError
-        from edgekit.quant.analyze import read_report
-        from edgekit.quant.plan import LayerPrecision
+        from edgekit.quant.analyze import ANALYZED_SCHEMES, read_report
         from edgekit.quant.planner import candidates, choose, plan_for
 
-        if scheme not in {p.value for p in LayerPrecision}:
-            raise UnknownChoiceError(
-                "scheme", scheme, [p.value for p in LayerPrecision], hint="use --scheme int8."
-            )
+        chosen_scheme = _schemes([scheme], ANALYZED_SCHEMES)[0]
         report = read_report(sensitivity)
-        curve = candidates(report, LayerPrecision(scheme))
+        curve = candidates(report, chosen_scheme)
         chosen = choose(
             curve, min_sqnr_db=min_sqnr, max_top1_drop_pct=max_top1_drop, max_size_mb=max_size
         )
-        chosen_plan = plan_for(report, chosen, LayerPrecision(scheme), name=out.stem)
+        chosen_plan = plan_for(report, chosen, chosen_scheme, name=out.stem)
         _print_curve(curve, chosen)
         write_bytes_atomic(
             out, (chosen_plan.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
@@ -154,6 +160,16 @@ def plan(
             f"({curve[0].size_bytes / chosen.size_bytes:.2f}x smaller than fp32), predicted "
             f"{chosen.predicted_sqnr_db:.1f} dB"
         )
+
+
+def _schemes(names: list[str], allowed) -> tuple:
+    from edgekit.errors import UnknownChoiceError
+
+    known = {s.value: s for s in allowed}
+    for name in names:
+        if name not in known:
+            raise UnknownChoiceError("scheme", name, list(known), hint="e.g. --scheme int8.")
+    return tuple(known[name] for name in dict.fromkeys(names))
 
 
 def _load_one(model: str, component: str | None, allow_pickle: bool, models):
