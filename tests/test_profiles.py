@@ -170,3 +170,38 @@ def test_wheel_ships_builtin_profiles(tmp_path):
         assert f"edgekit/targets/{profile}.toml" in names
     assert "edgekit/models/data/bpe_simple_vocab_16e6.txt.gz" in names
     assert "edgekit/schemas/manifest.schema.json" in names
+
+
+def test_a_profile_names_a_default_plan_and_flags_override_it(tmp_path):
+    """onnx-cpu-mixed exports the `mixed` plan without --quant; a plan file named by a profile
+    is found next to the profile; --precision overrides the profile's plan."""
+
+    result = runner.invoke(
+        app, ["export", "tiny-mobilevit", "--target", "onnx-cpu-mixed", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "tiny-mobilevit-onnx-mixed")
+    assert manifest.quant_plan.name == "mixed" and manifest.profile["quant"] == "mixed"
+    assert set(manifest.component().quant.counts) == {"fp32", "int8"}
+
+    plan = tmp_path / "profiles" / "my-plan.json"
+    plan.parent.mkdir()
+    plan.write_text('{"schema_version": "1.0", "name": "mine", "default": "int8-dynamic"}')
+    profile = plan.parent / "mine.toml"
+    profile.write_text('name = "mine"\nformat = "onnx"\nquant = "my-plan.json"\n')
+    assert profiles.resolve(str(profile)).quant == str(plan)
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "tiny-mobilevit",
+            "--target",
+            str(profile),
+            "--precision",
+            "fp32",
+            "--out",
+            str(tmp_path / "fp32"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "fp32" / "tiny-mobilevit-onnx-fp32").quant_plan is None
