@@ -9,8 +9,9 @@ model, without edgekit's export wrapper (for MobileViT `mobilevit.encoder.layer.
 `model.mobilevit...`; for the SD UNet `down_blocks.0...`).
 
 Named plans are plans too, built from the model's structure, not special cases elsewhere:
-`fp32`, `fp16`, `int8`, `int8-dynamic`, and `mixed` (convolutions and linear layers int8;
-attention blocks and normalization layers kept fp32, as the layers most sensitive to rounding).
+`fp32`, `fp16`, `int8`, `int8-dynamic`, `int8-weight`, and `mixed` (convolutions and linear
+layers int8; attention blocks and normalization layers kept fp32, as the layers most sensitive to
+rounding).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class LayerPrecision(StrEnum):
 
 
 FLOAT_PRECISIONS = frozenset({LayerPrecision.FP32, LayerPrecision.FP16})
-NAMED_PLANS = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
+NAMED_PLANS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "mixed")
 
 
 class QuantPlan(BaseModel):
@@ -127,7 +128,7 @@ def resolve(plan: QuantPlan, module: nn.Module) -> dict[str, LayerPrecision]:
 
 def named_plan(name: str, module: nn.Module) -> QuantPlan:
     """A named plan for `module`: uniform ones, or `mixed`, derived from its structure."""
-    if name in {"fp32", "fp16", "int8", "int8-dynamic"}:
+    if name in {"fp32", "fp16", "int8", "int8-dynamic", "int8-weight"}:
         return QuantPlan(name=name, default=LayerPrecision(name))
     if name == "mixed":
         return QuantPlan(
