@@ -32,7 +32,7 @@ from edgekit.artifact import (
 from edgekit.errors import EdgekitError, ExportError, VerificationError
 from edgekit.models.base import LoadedModel, LoadedPipeline
 from edgekit.profiles import RuntimeSettings, TargetProfile
-from edgekit.quant.plan import NAMED_PLANS, LayerPrecision, QuantPlan, QuantPlanError, named_plan
+from edgekit.quant.plan import LayerPrecision, QuantPlan, QuantPlanError, named_plan
 from edgekit.quant.spec import (
     CalibrationInputs,
     CalibrationRecord,
@@ -93,13 +93,15 @@ def export_artifact(
     exporter_options: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
     on_replace: Callable[[Path], None] | None = None,
-    plan: QuantPlan | None = None,
+    plan: QuantPlan | str | None = None,
     calibration: dict[str, CalibrationInputs] | None = None,
 ) -> tuple[Path, Manifest]:
     """Export every component of `model` to `format_name` under `out_dir`, verify each, publish.
 
     Returns (artifact folder, manifest). `plan` (else the uniform `precision`) sets each layer's
-    precision; `calibration` maps a component to the inputs its static int8 layers calibrate on.
+    precision: a QuantPlan, or the name of a named plan (e.g. "mixed"), which is derived from
+    each component's own structure; `calibration` maps a component to the inputs its static int8
+    layers calibrate on.
     `exporter_options` go to the exporter's constructor (e.g. Core ML's minimum deployment
     target); `profile` is recorded in the manifest. `on_replace(folder)` is called when the new
     artifact replaced an existing one there.
@@ -161,7 +163,7 @@ def export_artifact(
             source=model.source,
             format=format_name,
             precision=label,
-            quant_plan=plan,
+            quant_plan=_manifest_plan(plan, specs),
             profile=profile,
             preprocessing=first.preprocessing,
             labels=first.labels,
@@ -201,7 +203,7 @@ def export_for_target(
     precision: str | None = None,
     name: str | None = None,
     on_replace: Callable[[Path], None] | None = None,
-    plan: QuantPlan | None = None,
+    plan: QuantPlan | str | None = None,
     calibration: dict[str, CalibrationInputs] | None = None,
 ) -> tuple[Path, Manifest]:
     """`export_artifact` with a deployment target profile's format, precision and options."""
@@ -221,14 +223,14 @@ def export_for_target(
 
 def _component_specs(
     components: dict[str, LoadedModel],
-    plan: QuantPlan | None,
+    plan: QuantPlan | str | None,
     precision: str,
     calibration: dict[str, CalibrationInputs],
 ) -> dict[str, QuantSpec]:
-    """Each component's plan resolved against its module. A plan made for one component of a
-    pipeline (`plan.component`, e.g. the UNet) applies to that one; the others stay at the
-    plan's float precision. A named plan applies to every component."""
-    if plan is not None and plan.component is not None and plan.component not in components:
+    """Each component's plan resolved against its module. A named plan is built for every
+    component from its own structure. A plan file made for one component of a pipeline
+    (`plan.component`, e.g. the UNet) applies to that one; the others stay at `precision`."""
+    if isinstance(plan, QuantPlan) and plan.component not in (None, *components):
         raise QuantPlanError(
             f"The plan is for the '{plan.component}' component, which this export does not have "
             f"(it has {', '.join(components)}).",
@@ -236,14 +238,12 @@ def _component_specs(
         )
     specs = {}
     for name, component in components.items():
-        applies = plan is not None and plan.component in (None, name)
-        if not applies:
-            component_plan = named_plan(precision, component.module)
-        elif plan.name in NAMED_PLANS and plan.component is None:
-            # A named plan (e.g. mixed) is derived from each component's own structure.
-            component_plan = named_plan(plan.name, component.module)
-        else:
+        if isinstance(plan, str):
+            component_plan = named_plan(plan, component.module)
+        elif plan is not None and plan.component in (None, name):
             component_plan = plan
+        else:
+            component_plan = named_plan(precision, component.module)
         specs[name] = quant_spec(
             component_plan,
             component.module,
@@ -251,6 +251,16 @@ def _component_specs(
             executed=executed_layers(component),
         )
     return specs
+
+
+def _manifest_plan(plan: QuantPlan | str | None, specs: dict[str, QuantSpec]) -> QuantPlan | None:
+    """The plan as asked: a plan file as written; a named plan as built for the model (for a
+    pipeline, where each component has its own, the per-layer plan is in each component's
+    `quant` block, and a uniform named plan is recorded as its default alone)."""
+    if not isinstance(plan, str):
+        return plan
+    built = [spec.plan for spec in specs.values()]
+    return built[0] if len(built) == 1 else built[0].model_copy(update={"overrides": {}})
 
 
 def _component_failures(entry: ComponentManifest) -> list[str]:

@@ -140,3 +140,27 @@ def test_quant_and_precision_together_are_refused(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "--quant and --precision" in result.output
+
+
+def test_a_plan_file_is_used_as_written_even_when_named_like_a_named_plan(tmp_path):
+    """A file's `name` is a label: a plan called "int8" that keeps everything fp32 is not
+    replaced by the named int8 plan."""
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text('{"schema_version": "1.0", "name": "int8", "default": "fp32"}')
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "tiny-mobilevit",
+            "--target",
+            "onnx",
+            "--quant",
+            str(plan_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(next((tmp_path / "out").iterdir()))
+    assert manifest.quant_plan == QuantPlan(name="int8", default=LayerPrecision.FP32)
+    assert manifest.component().quant.counts == {"fp32": 90}

@@ -1,12 +1,14 @@
 """TFLite realization of quantization plans with ai-edge-quantizer, and the read-back that proves
 it: each layer's precision is read from the written .tflite (weight dtypes, DEQUANTIZE ops,
 activation dtypes of the op carrying the layer's module path), and a file that holds something
-else than the plan fails the export."""
+else than the plan fails the export. Models over the 2 GB flatbuffer limit are quantized with
+litert-torch's PT2E before lowering; tests pretend the limit is small."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import platform
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from edgekit.export import export_artifact
 from edgekit.exporters import tflite
 from edgekit.exporters.tflite import TFLiteExporter
 from edgekit.quant.calibration import synthetic_calibration
-from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
+from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan, quantizable_layers
 from edgekit.quant.spec import QuantSpec, check_realized, quant_spec
 
 P = LayerPrecision
@@ -53,7 +55,9 @@ def convert_once(mobilevit, tmp_path_factory):
         def export(self, path: str) -> None:
             shutil.copy(self.path, path)
 
-    def convert(module, args):
+    def convert(module, args, **options):
+        if options:  # a PT2E-quantized graph (quant_config): not the fp32 conversion replayed
+            return real_convert(module, args, **options)
         if id(module) not in converted:
             path = folder / f"{len(converted)}.tflite"
             real_convert(module, args).export(str(path))
@@ -462,3 +466,199 @@ def test_module_types_are_the_names_litert_torch_writes(mobilevit):
     types = tflite.module_types(mobilevit.module)
     assert types[""] == "edgekit.models.mobilevit.MobileViTClassifier"
     assert types[f"model.{STEM}"] == "torch.nn.modules.conv.Conv2d"
+
+
+# --- Over the flatbuffer limit: PT2E quantization before lowering ------------------------------
+
+
+def limit_between(model, plan: QuantPlan) -> int:
+    """A flatbuffer limit that the model's fp32 weights reach and `plan`'s int8 weights fit
+    under: what the 2 GB limit is to sd15-unet, at tiny scale."""
+    spec = quant_spec(plan, model.module)
+    fp32 = tflite.fp32_weight_bytes(model.module)
+    planned = tflite.planned_weight_bytes(model.module, spec.layers)
+    assert planned < fp32 / 2, (planned, fp32)
+    return (fp32 + planned) // 2
+
+
+def constant_bytes(path: Path) -> dict[str, int]:
+    """Bytes of constant data in the file per tensor dtype, read from its buffers."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    found: dict[str, int] = {}
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        size = model.Buffers(tensor.Buffer()).DataLength()
+        if size:
+            found[dtypes[tensor.Type()]] = found.get(dtypes[tensor.Type()], 0) + size
+    return found
+
+
+def layer_weight_count(model, layers) -> int:
+    modules = quantizable_layers(model.module)
+    return sum(modules[path].weight.numel() for path in layers)
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    return models.load_pipeline("tiny-sd", components=["unet"])
+
+
+def export_over_limit(model, component, plan: QuantPlan, out: Path, name: str) -> Manifest:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tflite, "FLATBUFFER_LIMIT_BYTES", limit_between(component, plan))
+        export_artifact(model, "tflite", out, plan=plan, name=name)
+    return read_manifest(out / name)
+
+
+@pytest.mark.parametrize("precision", [P.INT8_WEIGHT, P.INT8_DYNAMIC])
+@pytest.mark.parametrize("which", ["tiny-mobilevit", "tiny-sd-unet"])
+def test_over_the_limit_int8_exports_through_pt2e(which, precision, mobilevit, tiny_unet, tmp_path):
+    """fp32 weights over the limit, int8 weights under it: litert-torch quantizes in PyTorch
+    before lowering, and the file holds int8 weights (no fp32 copy of them), every layer reads
+    back as planned, and the artifact passes numeric verification."""
+    model = mobilevit if which == "tiny-mobilevit" else tiny_unet
+    component = mobilevit if which == "tiny-mobilevit" else tiny_unet.components["unet"]
+    plan = QuantPlan(default=precision)
+    manifest = export_over_limit(model, component, plan, tmp_path, "pt2e")
+    entry = manifest.component()
+    assert manifest.status == "verified", entry.verification.message
+    assert entry.export.details["quantizer"] == "litert_torch PT2E (before lowering)"
+    layers = quant_spec(plan, component.module).layers
+    assert entry.quant.status == "passed", entry.quant.failures
+    assert entry.quant.counts == {precision.value: len(layers)}
+    assert entry.verification.numerics_checked and entry.verification.status == "passed"
+
+    path = tmp_path / "pt2e" / entry.model_file
+    constants = constant_bytes(path)
+    weights = layer_weight_count(component, layers)
+    assert constants["INT8"] >= weights
+    # Float constants are what no plan quantizes (biases, norms) and a few scalars the converter
+    # makes (timestep frequencies): less than the smallest layer's weight in fp32, so no
+    # weight kept an fp32 copy.
+    unquantized = tflite.fp32_weight_bytes(component.module) - tflite.FP32_BYTES * weights
+    smallest = min(layer_weight_count(component, [path]) for path in layers)
+    assert constants["FLOAT32"] - unquantized < tflite.FP32_BYTES * smallest
+    ops = entry.export.details["op_histogram"]
+    if precision == P.INT8_WEIGHT:
+        assert ops["DEQUANTIZE"] == len(layers)  # one per weight, computed in float
+    else:
+        assert "DEQUANTIZE" not in ops  # hybrid conv/FC ops take the int8 weights
+    assert set(signature_dtypes(path).values()) <= {"float32", "int32"}
+
+
+def test_pt2e_keeps_planned_layers_float(mobilevit, tmp_path):
+    """Per layer: PT2EQuantizer's own module selectors match nothing under torch 2.13, so the
+    plan's layers are chosen by module path; an fp32 attention block stays fp32 beside
+    int8-weight layers."""
+    plan = QuantPlan(default=P.INT8_WEIGHT, overrides={BLOCK: P.FP32})
+    manifest = export_over_limit(mobilevit, mobilevit, plan, tmp_path, "per-layer")
+    component = manifest.component()
+    assert manifest.status == "verified", component.verification.message
+    assert component.quant.status == "passed", component.quant.failures
+    layers = realized(manifest)
+    assert {p: v for p, v in layers.items() if p.startswith(BLOCK + ".")} == dict.fromkeys(
+        [f"{BLOCK}.attention.{n}" for n in ("query", "key", "value")] + [f"{BLOCK}.output.dense"],
+        P.FP32,
+    )
+    assert component.quant.counts == {"fp32": 4, "int8-weight": LAYER_COUNT - 4}
+
+
+def test_pt2e_weight_only_without_strict_qdq_is_caught(mobilevit, tmp_path, monkeypatch):
+    """Without the converter's strict QDQ mode, litert-torch folds a linear layer's weight-only
+    int8 weight back into float32 (convolutions keep theirs): the read-back names it."""
+    monkeypatch.setattr(tflite, "_strict_qdq_conversion", lambda enabled: contextlib.nullcontext())
+    plan = QuantPlan(default=P.INT8_WEIGHT)
+    with pytest.raises(VerificationError, match="layer '[^']+' is fp32 in the artifact, planned"):
+        export_over_limit(mobilevit, mobilevit, plan, tmp_path, "planted")
+    component = read_manifest(tmp_path / "planted").component()
+    linear = {
+        p for p, m in quantizable_layers(mobilevit.module).items() if type(m).__name__ == "Linear"
+    }
+    assert {
+        p for p, v in realized(read_manifest(tmp_path / "planted")).items() if v == P.FP32
+    } == linear
+    assert component.quant.counts == {"fp32": len(linear), "int8-weight": LAYER_COUNT - len(linear)}
+
+
+@pytest.mark.parametrize(
+    ("plan", "reason"),
+    [
+        (QuantPlan(default=P.FP32), "this plan (fp32) keeps every weight in fp32"),
+        (QuantPlan(default=P.INT8), f"not int8 as the plan asks for layer '{STEM}'"),
+        (QuantPlan(default=P.FP16), "not fp16 as the plan asks for layer"),
+        (
+            QuantPlan(default=P.INT8_WEIGHT, overrides={BLOCK: P.INT8_DYNAMIC}),
+            "either with int8-weight or with int8-dynamic layers, and this plan asks for both",
+        ),
+        (
+            QuantPlan(default=P.FP32, overrides={"classifier": P.INT8_WEIGHT}),
+            "this plan (mixed) would still put",
+        ),
+        (
+            QuantPlan(default=P.INT8_DYNAMIC, overrides={BLOCK: P.FP32}),
+            f"cannot keep layer '{QUERY}' fp32",
+        ),
+    ],
+)
+def test_over_the_limit_plans_that_do_not_fit_are_refused_before_converting(
+    mobilevit, tmp_path, monkeypatch, plan, reason
+):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted although the plan cannot fit")
+
+    monkeypatch.setattr("litert_torch.convert", must_not_run)
+    monkeypatch.setattr(tflite, "_convert_pt2e", must_not_run)
+    monkeypatch.setattr(
+        tflite, "FLATBUFFER_LIMIT_BYTES", limit_between(mobilevit, QuantPlan(default=P.INT8))
+    )
+    with pytest.raises(ExportError) as raised:
+        export_artifact(mobilevit, "tflite", tmp_path, plan=plan)
+    error = raised.value
+    assert "2 GB limit" in error.message and reason in error.message
+    assert "--quant int8-weight or --quant int8-dynamic fit" in error.hint
+    assert "--target onnx" in error.hint
+    assert not list(tmp_path.glob("*/manifest.json"))
+
+
+def test_a_model_that_int8_cannot_bring_under_the_limit_is_refused(
+    mobilevit, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tflite, "FLATBUFFER_LIMIT_BYTES", 1024)
+    with pytest.raises(ExportError) as raised:
+        export_artifact(mobilevit, "tflite", tmp_path, plan=QuantPlan(default=P.INT8_WEIGHT))
+    assert "would still put" in raised.value.message
+    assert raised.value.hint.startswith("even int8 weights do not fit")
+
+
+def test_models_under_the_limit_keep_ai_edge_quantizer(artifacts):
+    for name in ("int8-weight", "int8-dynamic"):
+        details = artifacts[1][name].component().export.details
+        assert details["quantizer"] == "ai_edge_quantizer", name
+
+
+def test_sd15_int8_bench_script_rehearses_on_tiny_sd(tiny_unet, tmp_path):
+    """benchmarks/bench_sd15_unet_tflite_int8.py on the tiny UNet, the limit pretended small:
+    it exports through PT2E and records the times, both peaks, the read-back and verification."""
+    import json
+    import subprocess
+    import sys
+
+    limit = limit_between(tiny_unet.components["unet"], QuantPlan(default=P.INT8_WEIGHT))
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_sd15_unet_tflite_int8.py"
+    args = ["--preset", "tiny-sd", "--limit-bytes", str(limit), "--results-dir", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True)
+    record = json.loads((tmp_path / f"tiny-sd-tflite-int8-{platform.machine()}.json").read_text())
+    result = record["result"]
+    assert result["outcome"] == "exported" and result["status"] == "verified", result
+    assert result["details"]["quantizer"] == "litert_torch PT2E (before lowering)"
+    assert result["plan_check"] == "passed" and list(result["realized_layers"]) == ["int8-weight"]
+    assert result["size_bytes"] < limit < result["fp32_weight_bytes"]
+    # Each phase's own peak: a process that loaded torch and the converter holds over 100 MiB.
+    assert min(result["peak_rss_export_bytes"], result["peak_rss_verify_bytes"]) > 100 * 2**20
+    assert result["export_s"] + result["verify_s"] <= result["wall_s"]
+    table = (tmp_path / f"tiny-sd-tflite-int8-{platform.machine()}.md").read_text()
+    assert "| exported |" in table and "passed int8-weight: 83" in table

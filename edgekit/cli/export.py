@@ -123,7 +123,7 @@ def export(
         quant = quant or (None if precision else profile.quant)
         plan = _load_plan(quant, loaded) if quant else None
         calibration = None
-        if plan is not None and plan.quantizes_activations:
+        if plan is not None and _needs_calibration(plan, loaded):
             from edgekit.quant.calibration import calibration_for
 
             with console.status("Preparing calibration inputs ..."):
@@ -147,18 +147,17 @@ def export(
 
 
 def _load_plan(quant: str, loaded):
-    """The plan, checked against the model (or the pipeline component) it is for. A plan file
-    made for one component of a pipeline says which (`component`, written by `quantize plan`)."""
+    """A named plan's name (built per component at export), or a plan file checked against the
+    model (or the pipeline component it names: `component`, written by `quantize plan`)."""
     from edgekit.models import LoadedPipeline
-    from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan, read_plan
+    from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan, named_plan, read_plan
 
+    if quant in NAMED_PLANS or not quant.endswith(".json"):
+        named_plan(quant, None)  # an unknown name fails here, listing the named plans
+        return quant
     if not isinstance(loaded, LoadedPipeline):
         return load_plan(quant, loaded.module)
     components = loaded.components
-    if quant in NAMED_PLANS or not quant.endswith(".json"):
-        # A named plan is derived from each component's own structure at export; an unknown
-        # name fails here with the list of named plans.
-        return load_plan(quant, next(iter(components.values())).module)
     plan = read_plan(Path(quant))
     target = plan.component or (next(iter(components)) if len(components) == 1 else None)
     if target is None:
@@ -175,6 +174,17 @@ def _load_plan(quant: str, loaded):
             hint="export the source the plan was made for, or add --component.",
         )
     return load_plan(quant, components[target].module)
+
+
+def _needs_calibration(plan, loaded) -> bool:
+    """Static int8 layers calibrate their activation ranges (named plans: int8 and mixed)."""
+    from edgekit.models import LoadedPipeline
+    from edgekit.quant.plan import named_plan
+
+    if isinstance(plan, str):
+        models = loaded.components.values() if isinstance(loaded, LoadedPipeline) else [loaded]
+        plan = named_plan(plan, next(iter(models)).module)
+    return plan.quantizes_activations
 
 
 def say_replaced(path: Path) -> None:

@@ -13,6 +13,11 @@ layer float without a word, and one that matches a fused op's name quantizes a n
 edgekit resolves every op to the planned layer it computes (`_layer_ops`), decides each op's
 precision itself, and hands the quantizer exact names. The written file is then read back layer
 by layer (`read_layer_precisions`): weight dtypes, DEQUANTIZE ops and activation dtypes.
+
+A model whose fp32 weights reach the 2 GB flatbuffer limit (the SD 1.5 UNet) has no float file
+to quantize: its conv/linear weights are quantized to int8 in PyTorch first (litert-torch's
+PT2E path, int8-weight or int8-dynamic), and lowered as int8 constants. The same read-back
+checks that file.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import mmap
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,16 +100,22 @@ class TFLiteExporter:
         import torch
 
         # 1. Refuse what cannot fit in a flatbuffer, or cannot be calibrated, before any slow
-        # conversion.
+        # conversion. A model whose fp32 weights reach the limit is quantized before lowering
+        # (PT2E), where the plan allows it and brings the file under the limit.
         weight_bytes = fp32_weight_bytes(model.module)
+        before_lowering = None
         if weight_bytes >= FLATBUFFER_LIMIT_BYTES:
-            raise self._too_large_error(model, weight_bytes)
+            before_lowering = _pt2e_precision(quant)
+            planned_bytes = planned_weight_bytes(model.module, quant.layers)
+            if before_lowering is None or planned_bytes >= FLATBUFFER_LIMIT_BYTES:
+                raise self._too_large_error(model, weight_bytes, quant)
         quantize = quant.is_quantized or quant.float_precision == LayerPrecision.FP16
         if LayerPrecision.INT8 in quant.layers.values() and quant.calibration is None:
             raise _no_calibration_error(model)
 
         # 2. Convert, positional args in `model.inputs` order (the runtime relies on it). A
-        # quantized export converts to a float file beside the artifact, then quantizes it.
+        # quantized export converts to a float file beside the artifact, then quantizes it; one
+        # too large for a float file is quantized in PyTorch and lowered with int8 weights.
         float_path = model_path.with_name(f"{model_path.stem}.float{model_path.suffix}")
         args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
         debug = log.isEnabledFor(logging.DEBUG)
@@ -113,11 +124,14 @@ class TFLiteExporter:
             with _litert_progress(enabled=debug), quiet_native_stderr(enabled=not debug):
                 import litert_torch
 
-                edge_model = litert_torch.convert(model.module, args)
-                edge_model.export(str(float_path if quantize else model_path))
+                if before_lowering is not None:
+                    details = _convert_pt2e(model.module, args, model_path, quant, before_lowering)
+                else:
+                    edge_model = litert_torch.convert(model.module, args)
+                    edge_model.export(str(float_path if quantize else model_path))
 
             # 3. Quantize the float file as the plan says, layer by layer.
-            if quantize:
+            if quantize and before_lowering is None:
                 details = _quantize(float_path, model_path, model, quant)
         finally:
             float_path.unlink(missing_ok=True)
@@ -156,15 +170,41 @@ class TFLiteExporter:
             for path in quant.layers
         }
 
-    def _too_large_error(self, model: LoadedModel, weight_bytes: int) -> ExportError:
+    def _too_large_error(
+        self, model: LoadedModel, weight_bytes: int, quant: QuantSpec
+    ) -> ExportError:
+        """The refusal of a model whose fp32 weights reach the limit, saying why this plan does
+        not bring it under and which plans do."""
         others = ", ".join(f"--target {n}" for n in format_names() if n != self.name)
+        gib = 2**30
+        reason = _pt2e_unsupported_reason(quant)
+        if reason is None:
+            planned = planned_weight_bytes(model.module, quant.layers)
+            reason = (
+                f"this plan ({quant.label}) would still put {planned / gib:.2f} GiB "
+                f"({planned} bytes) of weights in the file"
+            )
+        fitting = [
+            precision
+            for precision in _PT2E_PRECISIONS
+            if _all_layers_bytes(model.module, quant, precision) < FLATBUFFER_LIMIT_BYTES
+        ]
+        if fitting:
+            int8_bytes = _all_layers_bytes(model.module, quant, fitting[0])
+            plans = " or ".join(_plan_spelling(p) for p in fitting)
+            hint = (
+                f"{plans} fit: every conv/linear weight in int8, about "
+                f"{int8_bytes / gib:.2f} GiB ({int8_bytes} bytes), quantized in PyTorch before "
+                "lowering (litert-torch PT2E); a plan file may keep some layers fp32 beside "
+                f"int8-weight ones. Or use {others}."
+            )
+        else:
+            hint = f"even int8 weights do not fit; use {others}."
         return ExportError(
-            f"{model.model_kind} has {weight_bytes / 2**30:.2f} GiB ({weight_bytes} bytes) of "
-            f"fp32 weights, and a TFLite flatbuffer cannot exceed the 2 GB limit "
-            f"({FLATBUFFER_LIMIT_BYTES} bytes), so it cannot be exported to TFLite.",
-            hint="quantizing to int8 or fp16 does not help here: edgekit's tflite target "
-            "quantizes the converted fp32 flatbuffer (ai-edge-quantizer), which has to fit "
-            f"first. Use {others}.",
+            f"{model.model_kind} has {weight_bytes / gib:.2f} GiB ({weight_bytes} bytes) of "
+            "fp32 weights, over the 2 GB limit of a TFLite flatbuffer "
+            f"({FLATBUFFER_LIMIT_BYTES} bytes), and {reason}.",
+            hint=hint,
         )
 
     def host_runtime_unavailable_reason(self) -> str | None:
@@ -190,6 +230,23 @@ def fp32_weight_bytes(module: torch.nn.Module) -> int:
     return sum(
         t.numel() * (FP32_BYTES if t.is_floating_point() else t.element_size()) for t in tensors
     )
+
+
+def planned_weight_bytes(module: torch.nn.Module, layers: Mapping[str, LayerPrecision]) -> int:
+    """Bytes of the module's constants once the int8 layers among `layers` (user path ->
+    precision) hold 1-byte weights; everything else counted as in `fp32_weight_bytes`.
+
+    Per-channel scales and zero points add a few bytes per output channel: noise next to 2 GB.
+    """
+    from edgekit.quant.plan import quantizable_layers
+
+    modules = quantizable_layers(module)
+    saved = sum(
+        modules[path].weight.numel() * (FP32_BYTES - 1)
+        for path, precision in layers.items()
+        if precision in _INT8_PRECISIONS
+    )
+    return fp32_weight_bytes(module) - saved
 
 
 def tflite_op_histogram(flatbuffer: bytes) -> dict[str, int]:
@@ -289,8 +346,11 @@ def _read_ops(flatbuffer: bytes | mmap.mmap) -> list[_Op]:
         locations = [loc for name in named for loc in _locations(name)]
         if weight and not locations:
             # The last op of a graph writes a tensor named after the signature
-            # (`serving_default_output_0`), with no module in it; its weight's name has one.
-            locations = _locations(tensor_names[inputs[_WEIGHT_INPUT]])
+            # (`serving_default_output_0`), with no module in it; its weight's name has one,
+            # or, where PT2E quantized the weight before lowering (named after the re-traced
+            # graph then), its bias's.
+            constants = [t for t in inputs[_WEIGHT_INPUT:] if t >= 0]
+            locations = [loc for t in constants for loc in _locations(tensor_names[t])]
         ops.append(
             _Op(
                 kind=kind,
@@ -681,6 +741,201 @@ def _signature_dtypes(flatbuffer: bytes) -> tuple[str, tuple[dict[str, Any], dic
     inputs = [signature.Inputs(i) for i in range(signature.InputsLength())]
     outputs = [signature.Outputs(i) for i in range(signature.OutputsLength())]
     return signature.SignatureKey().decode(), (dtypes(inputs), dtypes(outputs))
+
+
+# --- Models over the flatbuffer limit: litert-torch PT2E, before lowering -------------------
+#
+# ai-edge-quantizer works on a flatbuffer, and the fp32 one of such a model cannot be written.
+# PT2E quantizes the exported PyTorch graph instead (conv/linear weights -> quantize/dequantize
+# pairs), and litert-torch's converter folds those into int8 constants, so the file never holds
+# the fp32 weights. What it realizes, read back from files (tiny-mobilevit, tiny-sd UNet):
+# - int8-dynamic: the DYNAMIC conversion gives CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
+#   int8 weights and float activations (TFLite's hybrid kernels quantize them per run). It does
+#   so to EVERY float conv/linear weight, annotated or not: a layer planned fp32 comes back
+#   int8-dynamic, so this conversion takes uniform plans only.
+# - int8-weight: the STATIC conversion of a weight-only graph keeps a DEQUANTIZE from int8 before
+#   each conv, but folds a linear layer's back into FLOAT32 weights (the 2 GB problem again);
+#   only the converter's strict QDQ mode keeps every pair as written (`_strict_qdq_conversion`).
+# - Static int8 is not offered: PT2E calibration of the SD UNet fails ("histogram_cpu not
+#   implemented for 'Long'", the timestep path), and fp16 has no PT2E form.
+# Per layer, PT2EQuantizer's own selectors silently select nothing or too much under torch 2.13:
+# `set_module_name` strips "L__self___" (three underscores) from nn_module_stack keys spelled
+# "L__self__block.conv_a" and turns every "_" into ".", so it matches no module; `set_module_type`
+# compares class OBJECTS with the type-name strings the stack holds, so it matches nothing (a
+# string name works); `set_module_name(name, None)` asserts. So edgekit annotates the planned
+# layers itself, by the traced module path each op's nn_module_stack ends with.
+
+# The precisions PT2E gives a layer here (one of them per model: the conversion mode is global),
+# and how a user asks for a whole model at each.
+_PT2E_PRECISIONS = (LayerPrecision.INT8_WEIGHT, LayerPrecision.INT8_DYNAMIC)
+_INT8_PRECISIONS = frozenset(
+    {LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC, LayerPrecision.INT8_WEIGHT}
+)
+
+
+def _plan_spelling(precision: LayerPrecision) -> str:
+    from edgekit.quant.plan import NAMED_PLANS
+
+    if precision.value in NAMED_PLANS:
+        return f"--quant {precision.value}"
+    return f'a plan file with "default": "{precision.value}"'
+
+
+def _pt2e_unsupported_reason(quant: QuantSpec) -> str | None:
+    """Why PT2E before lowering cannot realize `quant`, or None if it can."""
+    allowed = (LayerPrecision.FP32, *_PT2E_PRECISIONS)
+    refused = [(path, p) for path, p in quant.layers.items() if p not in allowed]
+    if refused or quant.float_precision != LayerPrecision.FP32:
+        path, precision = next(iter(refused), ("(float layers)", quant.float_precision))
+        return (
+            "a model this large is quantized before conversion (litert-torch PT2E), which gives "
+            "conv/linear layers int8 weights (int8-weight or int8-dynamic) or keeps them fp32, "
+            f"not {precision} as the plan asks for layer '{path}'"
+        )
+    quantized = set(quant.layers.values()) - {LayerPrecision.FP32}
+    if not quantized:
+        return f"this plan ({quant.label}) keeps every weight in fp32"
+    if len(quantized) > 1:
+        return (
+            "litert-torch converts a PT2E-quantized model either with int8-weight or with "
+            "int8-dynamic layers, and this plan asks for both"
+        )
+    kept = quant.layers_at(LayerPrecision.FP32)
+    if quantized == {LayerPrecision.INT8_DYNAMIC} and kept:
+        return (
+            "litert-torch's dynamic conversion gives every conv/linear layer int8 weights, so "
+            f"it cannot keep layer '{kept[0]}' fp32 as the plan asks (int8-weight layers can "
+            "sit beside fp32 ones)"
+        )
+    return None
+
+
+def _pt2e_precision(quant: QuantSpec) -> LayerPrecision | None:
+    """The one int8 precision of `quant`'s quantized layers, if PT2E can realize the plan."""
+    if _pt2e_unsupported_reason(quant) is not None:
+        return None
+    return next(p for p in quant.layers.values() if p != LayerPrecision.FP32)
+
+
+def _all_layers_bytes(module: torch.nn.Module, quant: QuantSpec, precision: LayerPrecision) -> int:
+    return planned_weight_bytes(module, dict.fromkeys(quant.layers, precision))
+
+
+def _convert_pt2e(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    model_path: Path,
+    quant: QuantSpec,
+    precision: LayerPrecision,
+) -> dict[str, Any]:
+    """Quantize the planned layers' weights in the exported graph, then lower it to
+    `model_path` with int8 weights; returns manifest details."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize import quant_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = _plan_quantizer(quant, precision)
+    graph = torch.export.export(module, args, strict=False).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        prepared(*args)  # the weight observers see each weight: per-channel scales
+    # fold_quantize=True would hand the converter plain int8 tensors, which it refuses
+    # ("uniform_dequantize ... must be ranked tensor of ... quantized values").
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    # Traced from the eval-mode module; the flag only silences litert-torch's training warning
+    # (exported graphs refuse .eval()).
+    converted.training = False
+    config = quant_config.QuantConfig(pt2e_quantizer=quantizer)
+    with _strict_qdq_conversion(enabled=precision == LayerPrecision.INT8_WEIGHT):
+        litert_torch.convert(converted, args, quant_config=config).export(str(model_path))
+    return {
+        "quantizer": "litert_torch PT2E (before lowering)",
+        "pt2e_conversion": "dynamic"
+        if precision == LayerPrecision.INT8_DYNAMIC
+        else "weight-only, strict QDQ",
+        "torchao_version": importlib.metadata.version("torchao"),
+        "planned_weight_bytes": planned_weight_bytes(module, quant.layers),
+        "layers_by_planned_precision": dict(
+            sorted(Counter(p.value for p in quant.layers.values()).items())
+        ),
+    }
+
+
+def _plan_quantizer(quant: QuantSpec, precision: LayerPrecision) -> Any:
+    """A PT2EQuantizer that gives int8 weights (per output channel, symmetric) to the layers
+    `quant` plans at `precision` and leaves every other op alone.
+
+    Weight-only and dynamic graphs are the same (no activation observers); the global config's
+    `is_dynamic` picks litert-torch's conversion (DYNAMIC: hybrid ops; STATIC: DEQUANTIZE).
+    """
+    import dataclasses
+
+    from litert_torch.quantize import pt2e_quantizer as pt2eq
+
+    dynamic = pt2eq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+    config = (
+        dynamic
+        if precision == LayerPrecision.INT8_DYNAMIC
+        else dataclasses.replace(dynamic, is_dynamic=False)
+    )
+    layers = frozenset(quant.traced_path(path) for path in quant.layers_at(precision))
+
+    class PlanQuantizer(pt2eq.PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            self._annotate_all_dynamic_patterns(model, config, lambda n: _in_layers(n, layers))
+            pt2eq.propagate_annotation(model)
+            return model
+
+    return PlanQuantizer().set_global(config)
+
+
+def _in_layers(node: torch.fx.Node, layers: frozenset[str]) -> bool:
+    """Whether an exported-graph node belongs to one of `layers` (traced module paths).
+
+    A call belongs to the innermost module on its nn_module_stack. Parameters (get_attr) carry
+    no stack and pass: the annotators also test a conv's weight and bias nodes, and the call
+    that uses them decides.
+    """
+    if node.op != "call_function":
+        return True
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return False
+    path, _ = list(stack.values())[-1]
+    return path in layers
+
+
+@contextmanager
+def _strict_qdq_conversion(*, enabled: bool) -> Iterator[None]:
+    """Run litert-torch's converter in strict QDQ mode: every quantize/dequantize pair is kept
+    as written, so a linear layer's int8 weight keeps its DEQUANTIZE instead of being folded
+    back to float32. litert-torch has no argument for it; it builds the converter's config
+    from this class at each call, so the class is swapped for the call."""
+    if not enabled:
+        yield
+        return
+    from litert_torch._convert import litert_converter
+
+    api = litert_converter.converter_api_ext
+    make_config = api.ConvertToTFLConfig
+    if not hasattr(make_config(), "strict_qdq_mode"):
+        raise ExportError(
+            "This litert-torch converter has no strict QDQ mode, which int8-weight layers need "
+            "when a model is quantized before conversion.",
+            hint="use --quant int8-dynamic, or the litert-torch version edgekit pins.",
+        )
+
+    def strict_config() -> Any:
+        config = make_config()
+        config.strict_qdq_mode = True
+        return config
+
+    api.ConvertToTFLConfig = strict_config
+    try:
+        yield
+    finally:
+        api.ConvertToTFLConfig = make_config
 
 
 @contextmanager
