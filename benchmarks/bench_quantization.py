@@ -175,13 +175,12 @@ def main() -> None:
         fp32 = by_name.get(f"{row['format']}-fp32")
         if result and fp32:
             row["median_ms"] = round(result.latency.median_ms, 2)
-            row["speedup_vs_fp32"] = round(
-                statistics.median(
-                    f / v
-                    for f, v in zip(fp32.round_medians_ms, result.round_medians_ms, strict=True)
-                ),
-                3,
-            )
+            # One round records no per-round medians: the ratio of the two medians then.
+            fp32_rounds = fp32.round_medians_ms or [fp32.latency.median_ms]
+            variant_rounds = result.round_medians_ms or [result.latency.median_ms]
+            ratios = [f / v for f, v in zip(fp32_rounds, variant_rounds, strict=True)]
+            row["speedup_vs_fp32"] = round(statistics.median(ratios), 3)
+
     machine = re.sub(
         r"[^a-z0-9]+", "-", f"{platform.machine()}-{report.machine.cpu_count}core".lower()
     )

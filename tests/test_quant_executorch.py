@@ -55,6 +55,7 @@ def mixed_export(mobilevit, tmp_path_factory):
     return _export(mobilevit, tmp_path_factory.mktemp("mixed"), plan)
 
 
+@pytest.mark.slow  # one more ExecuTorch int8 lowering (minutes); mixed and planted tests cover int8
 def test_int8_realizes_every_layer_in_int8_and_shrinks_the_file(int8_export, fp32_export):
     folder, manifest = int8_export
     component = manifest.component()
@@ -102,8 +103,8 @@ def test_a_skipped_float_override_is_caught_in_the_file(mobilevit, tmp_path, mon
     assert check.status == "failed" and len(check.failures) == 4  # query, key, value, output
 
 
-def test_the_layer_map_is_bound_to_its_program(int8_export, fp32_export, tmp_path):
-    folder, manifest = int8_export
+def test_the_layer_map_is_bound_to_its_program(mixed_export, fp32_export, tmp_path):
+    folder, manifest = mixed_export
     spec = quant_spec(manifest.quant_plan, models.load("tiny-mobilevit").module)
     shutil.copy(fp32_export[0] / "model.pte", tmp_path / "model.pte")
     shutil.copy(folder / "model.layers.json", tmp_path / "model.layers.json")

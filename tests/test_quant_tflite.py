@@ -514,6 +514,7 @@ def export_over_limit(model, component, plan: QuantPlan, out: Path, name: str) -
     return read_manifest(out / name)
 
 
+@pytest.mark.slow  # PT2E conversions, about a minute each; the planted one runs by default
 @pytest.mark.parametrize("precision", [P.INT8_WEIGHT, P.INT8_DYNAMIC])
 @pytest.mark.parametrize("which", ["tiny-mobilevit", "tiny-sd-unet"])
 def test_over_the_limit_int8_exports_through_pt2e(which, precision, mobilevit, tiny_unet, tmp_path):
@@ -550,6 +551,7 @@ def test_over_the_limit_int8_exports_through_pt2e(which, precision, mobilevit, t
     assert set(signature_dtypes(path).values()) <= {"float32", "int32"}
 
 
+@pytest.mark.slow  # PT2E conversions, about a minute each; the planted one runs by default
 def test_pt2e_keeps_planned_layers_float(mobilevit, tmp_path):
     """Per layer: PT2EQuantizer's own module selectors match nothing under torch 2.13, so the
     plan's layers are chosen by module path; an fp32 attention block stays fp32 beside
@@ -640,6 +642,7 @@ def test_models_under_the_limit_keep_ai_edge_quantizer(artifacts):
         assert details["quantizer"] == "ai_edge_quantizer", name
 
 
+@pytest.mark.slow  # PT2E conversions, about a minute each; the planted one runs by default
 def test_sd15_int8_bench_script_rehearses_on_tiny_sd(tiny_unet, tmp_path):
     """benchmarks/bench_sd15_unet_tflite_int8.py on the tiny UNet, the limit pretended small:
     it exports through PT2E and records the times, both peaks, the read-back and verification."""
