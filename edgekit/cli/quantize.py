@@ -91,7 +91,7 @@ def analyze(
 
         schemes = _schemes(scheme or [s.value for s in ANALYZED_SCHEMES], ANALYZED_SCHEMES)
         with console.status(f"Loading {model} ..."):
-            loaded, name = _load_one(model, component, allow_pickle, models)
+            loaded, name = _load_one(model, component, allow_pickle, models, whole=bool(prompts))
         with console.status("Preparing calibration inputs ..."):
             calibration = calibration_for(
                 loaded, images=calib, prompts=prompts, count=calib_count, steps=steps
@@ -107,7 +107,13 @@ def analyze(
                 progress.update(task, total=total, completed=index, description=path)
 
             report = run_analysis(
-                target, data, out, schemes=schemes, component=name, on_layer=on_layer
+                target,
+                data,
+                out,
+                schemes=schemes,
+                component=name,
+                on_layer=on_layer,
+                latent_psnr=_latent_metric(loaded, name, prompts, steps),
             )
         chart_path = write_chart(report, chart or out.with_suffix(".png"))
         _print_sensitivity(report)
@@ -172,8 +178,24 @@ def _schemes(names: list[str], allowed) -> tuple:
     return tuple(known[name] for name in dict.fromkeys(names))
 
 
-def _load_one(model: str, component: str | None, allow_pickle: bool, models):
-    """The model to analyze: a classifier, or one pipeline component (by --component)."""
+def _latent_metric(loaded, name: str | None, prompts: Path | None, steps: int):
+    """For the UNet with prompts: the final-latent PSNR of the prompts' denoising loops."""
+    if name != "unet" or prompts is None:
+        return None
+    from edgekit.quant.analyze import latent_psnr_metric
+    from edgekit.quant.calibration import read_prompts
+
+    with console.status("Running the fp32 denoising loops for the latent PSNR reference ..."):
+        return latent_psnr_metric(
+            loaded, loaded.components["unet"], read_prompts(prompts), steps=steps
+        )
+
+
+def _load_one(
+    model: str, component: str | None, allow_pickle: bool, models, *, whole: bool = False
+):
+    """The model to analyze: a classifier, or one pipeline component (by --component); `whole`
+    loads every component of a pipeline (prompt calibration runs the pipeline)."""
     from edgekit.quant.calibration import CalibrationError
 
     if models.is_stable_diffusion(model):
@@ -182,9 +204,9 @@ def _load_one(model: str, component: str | None, allow_pickle: bool, models):
                 "Analysis measures one model; a Stable Diffusion source has several.",
                 hint="choose one with --component unet (or text-encoder, vae-decoder).",
             )
-        return models.load_pipeline(
-            model, components=[component], allow_pickle=allow_pickle
-        ), component
+        components = None if whole else [component]
+        pipeline = models.load_pipeline(model, components=components, allow_pickle=allow_pickle)
+        return pipeline, component
     return models.load(model, allow_pickle=allow_pickle), None
 
 
@@ -202,6 +224,8 @@ def _print_sensitivity(report) -> None:
         table.add_column(f"{scheme} dB", justify="right")
     if report.layers and report.layers[0].top1_agreement:
         table.add_column(f"top-1 ({schemes[0]})", justify="right")
+    if report.layers and report.layers[0].latent_psnr_db:
+        table.add_column(f"latent PSNR dB ({schemes[0]})", justify="right")
     ranked = sorted(report.layers, key=lambda e: e.sqnr_db[schemes[0]])
     for entry in ranked[:MOST_SENSITIVE_SHOWN]:
         row = [
@@ -212,13 +236,16 @@ def _print_sensitivity(report) -> None:
         ]
         if entry.top1_agreement:
             row.append(f"{entry.top1_agreement[schemes[0]]:.0%}")
+        if entry.latent_psnr_db:
+            row.append(f"{entry.latent_psnr_db[schemes[0]]:.1f}")
         table.add_row(*row)
     console.print(table)
     for scheme, metrics in report.whole_model.items():
-        top1 = metrics.get("top1_agreement")
+        top1, latent = metrics.get("top1_agreement"), metrics.get("latent_psnr_db")
         console.print(
             f"every layer {scheme}: {metrics['sqnr_db']:.1f} dB"
             + (f", top-1 agreement {top1:.0%}" if top1 is not None else "")
+            + (f", final-latent PSNR {latent:.1f} dB" if latent is not None else "")
         )
 
 

@@ -21,6 +21,7 @@ calibration data and schemes; anything else starts over).
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from edgekit.models.base import LoadedModel
+    from edgekit.models.base import LoadedModel, LoadedPipeline
 
 SENSITIVITY_SCHEMA_VERSION = "1.0"
 # Inputs stacked into one forward pass during analysis.
@@ -67,6 +68,11 @@ class LayerSensitivity(BaseModel):
     in_attention: bool = Field(description="Inside an attention block.")
     sqnr_db: dict[LayerPrecision, float] = Field(
         description="Scheme -> worst output SQNR vs fp32 with only this layer quantized."
+    )
+    latent_psnr_db: dict[LayerPrecision, float] = Field(
+        default_factory=dict,
+        description="SD UNet: scheme -> PSNR of the final latents of the prompts' denoising "
+        "loop vs the fp32 loop, with only this layer quantized.",
     )
     top1_agreement: dict[LayerPrecision, float] = Field(
         default_factory=dict, description="Classifiers: scheme -> argmax agreement with fp32."
@@ -98,8 +104,12 @@ def analyze(
     schemes: tuple[LayerPrecision, ...] = ANALYZED_SCHEMES,
     component: str | None = None,
     on_layer: Callable[[int, int, str], None] | None = None,
+    latent_psnr: Callable[[], float] | None = None,
 ) -> SensitivityReport:
-    """Measure every layer's sensitivity; write `out_path` after each layer (resumable)."""
+    """Measure every layer's sensitivity; write `out_path` after each layer (resumable).
+
+    `latent_psnr` (SD UNet, see `latent_psnr_metric`) reruns the denoising loop with the model as
+    it currently computes, and returns the final latents' PSNR against the fp32 loop's."""
     import torch
 
     # Every layer is evaluated on the same inputs, so they are held (capped by the calibration
@@ -131,6 +141,8 @@ def analyze(
         for scheme in schemes:
             with fake_quantized({path: layer}, scheme, ranges), torch.inference_mode():
                 outputs = _run_all(model, inputs, stack=scheme != LayerPrecision.INT8_DYNAMIC)
+                if latent_psnr is not None:
+                    entry.latent_psnr_db[scheme] = round(latent_psnr(), 3)
             sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
             entry.sqnr_db[scheme] = sqnr
             if top1 is not None:
@@ -143,10 +155,12 @@ def analyze(
             continue
         with fake_quantized(layers, scheme, ranges), torch.inference_mode():
             outputs = _run_all(model, inputs, stack=scheme != LayerPrecision.INT8_DYNAMIC)
+            latent = round(latent_psnr(), 3) if latent_psnr is not None else None
         sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
         report.whole_model[scheme] = {
             "sqnr_db": sqnr,
             **({"top1_agreement": top1} if top1 is not None else {}),
+            **({"latent_psnr_db": latent} if latent is not None else {}),
         }
     report.complete = True
     _save(report, out_path)
@@ -209,6 +223,42 @@ def _static_input_hook(low: float, high: float) -> Callable:
         return (_fake_quantize_activation(args[0], low, high), *args[1:])
 
     return hook
+
+
+def latent_psnr_metric(
+    pipeline: LoadedPipeline, unet: LoadedModel, prompts: list[str], *, steps: int
+) -> Callable[[], float]:
+    """A metric for `analyze(latent_psnr=...)`: the prompts' denoising loops (seeded, DDIM, as
+    `generate` runs them) with `unet` as it computes when called, final latents compared with
+    the fp32 loop's as PSNR over their peak magnitude. The UNet's per-step error compounds
+    over the loop; this measures what a user sees, not one step."""
+    from edgekit.generate import denoise
+    from edgekit.models import clip_tokenizer
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-tokenizer-") as folder:
+        clip_tokenizer.write_tokenizer_files(Path(folder))
+        tokenizer = clip_tokenizer.load_tokenizer(Path(folder))
+    components = {
+        "text-encoder": pipeline.components["text-encoder"].run_torch,
+        "unet": unet.run_torch,
+    }
+
+    def latents() -> np.ndarray:
+        return np.concatenate(
+            [
+                denoise(components, tokenizer, pipeline.info, prompt, "", steps, 7.5, seed)
+                for seed, prompt in enumerate(prompts)
+            ]
+        ).astype(np.float64)
+
+    reference = latents()
+    peak = float(np.max(np.abs(reference)))
+
+    def psnr() -> float:
+        mse = float(np.mean((latents() - reference) ** 2))
+        return SQNR_CEILING_DB if mse == 0 else min(SQNR_CEILING_DB, 10 * math.log10(peak**2 / mse))
+
+    return psnr
 
 
 def _dynamic_input_hook(module: nn.Module, args: tuple) -> tuple:

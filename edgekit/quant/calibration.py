@@ -145,7 +145,7 @@ def prompt_calibration(
     from edgekit.generate import denoise
     from edgekit.models import clip_tokenizer
 
-    prompts = _read_prompts(prompts_file)
+    prompts = read_prompts(prompts_file)
     missing = {"text-encoder", "unet"} - set(pipeline.components)
     if missing:
         raise CalibrationError(
@@ -263,7 +263,7 @@ def _pick_evenly(files: list[Path], count: int) -> list[Path]:
     return [files[i] for i in indices]
 
 
-def _read_prompts(path: Path) -> list[str]:
+def read_prompts(path: Path) -> list[str]:
     if not path.is_file():
         raise CalibrationError(
             f"No prompts file at '{path}'.", hint="write one prompt per line to a text file."
