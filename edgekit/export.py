@@ -45,11 +45,12 @@ from edgekit.quant.spec import (
 )
 from edgekit.validate import (
     ARTIFACT_STATUS,
+    Tolerance,
     Verification,
     check_reference,
     compare_outputs,
     runtime_failure,
-    tolerance_for,
+    verification_tolerance,
 )
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,8 @@ def _export_component(
     started = time.perf_counter()
     inputs = [model.sample_inputs(seed) for seed in seeds]
     references = [model.run_torch(x) for x in inputs]
-    check_reference(references, precision=precision)
+    tolerance = verification_tolerance(references, precision=precision)
+    check_reference(references, precision=precision, tolerance=tolerance)
     reference_s = time.perf_counter() - started
 
     # 3. Export.
@@ -323,7 +325,7 @@ def _export_component(
     started = time.perf_counter()
     plan_check = _check_plan(exporter, model_path, quant)
     verification = _verify(
-        exporter, model, model_path, seeds, inputs, references, quant, runtime_settings
+        exporter, model, model_path, seeds, inputs, references, quant, runtime_settings, tolerance
     )
     verify_s = reference_s + time.perf_counter() - started
     return ComponentManifest(
@@ -375,6 +377,7 @@ def _verify(
     references: list[dict],
     quant: QuantSpec,
     runtime_settings: RuntimeSettings,
+    tolerance: Tolerance,
 ) -> Verification:
     precision = quant.label
     no_runtime = exporter.host_runtime_unavailable_reason()
@@ -393,7 +396,7 @@ def _verify(
             numerics_checked=False,
             runtime="none on this host",
             precision=precision,
-            tolerance=tolerance_for(precision),
+            tolerance=tolerance,
             input_seeds=list(seeds),
             outputs=[],
             structure=structure,
@@ -419,6 +422,7 @@ def _verify(
         runtime=runtime_label,
         input_seeds=list(seeds),
         classifier_output="logits" if model.labels else None,
+        tolerance=tolerance,
     )
 
 

@@ -135,3 +135,32 @@ def test_degenerate_references_are_refused():
     with pytest.raises(DegenerateReferenceError, match="barely changes with its input"):
         check_reference(blind, precision="fp32")
     check_reference([{"logits": varied}, {"logits": varied[::-1].copy()}], precision="fp32")
+
+
+def test_quantized_gate_rises_above_the_input_blind_answer():
+    """Where outputs barely depend on the input, a quantized artifact must beat the mean answer
+    by a margin; the fixed floor alone would pass an artifact that ignores its input."""
+    from edgekit.validate import (
+        QUANTIZED_MARGIN_OVER_INPUT_BLIND_DB,
+        QUANTIZED_TOLERANCE,
+        input_blind_sqnr_db,
+        verification_tolerance,
+    )
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(1, 10))
+    refs = [{"logits": shared + 0.1 * rng.normal(size=(1, 10))} for _ in range(8)]
+    blind = input_blind_sqnr_db(refs)["logits"]
+    assert blind > QUANTIZED_TOLERANCE.min_centered_sqnr_db  # the fixed floor would not do
+    gate = verification_tolerance(refs, precision="int8")
+    assert gate.min_centered_sqnr_db == pytest.approx(
+        blind + QUANTIZED_MARGIN_OVER_INPUT_BLIND_DB, abs=0.01
+    )
+    # The input-blind artifact (the mean answer) now fails; float gates are unchanged.
+    mean = np.mean([r["logits"] for r in refs], axis=0)
+    verdict = _compare([r["logits"] for r in refs], [mean] * 8, precision="int8", tolerance=gate)
+    assert verdict.status == "failed"
+    assert verification_tolerance(refs, precision="fp32") == TOLERANCES["fp32"]
+    # Inputs that matter leave the floor as it is.
+    varied = [{"logits": rng.normal(size=(1, 10))} for _ in range(8)]
+    assert verification_tolerance(varied, precision="int8") == QUANTIZED_TOLERANCE
