@@ -61,13 +61,14 @@ TOLERANCES: dict[str, Tolerance] = {
 # close a correct int8 artifact comes to fp32 depends on the weights far more than on the tool:
 # measured on tiny-mobilevit (random weights, 8 verification inputs, 16 synthetic calibration
 # inputs), correct artifacts gave centered SQNR 8.5 (ONNX int8), 9.0 (ONNX mixed), 9.6 (LiteRT
-# int8), 15.5-19.1 (int8-dynamic), 23.9 dB (LiteRT int8-weight), top-1 agreement 0.75-0.875;
+# int8), 10.5 (ExecuTorch int8), 15.5-19.1 (int8-dynamic), 23.9 dB (LiteRT int8-weight);
 # mobilevit-small 16.2-20.5 dB on ONNX. The same ONNX exports calibrated on inputs scaled by 0.1
-# or 10 (wrong activation ranges) gave -1.7 to -6.3 dB, top-1 0.0-0.5. 5 dB (error power a third
-# of the signal's) sits between; top-1 must keep at least half the inputs' classes. The user's
-# own budget is the plan's (`edgekit quantize plan --min-sqnr`), and every artifact records its
-# measured SQNR and top-1 next to the plan.
-QUANTIZED_TOLERANCE = Tolerance(min_sqnr_db=5.0, min_centered_sqnr_db=5.0, min_top1_agreement=0.5)
+# or 10 (wrong activation ranges) gave -1.7 to -6.3 dB. 5 dB (error power a third of the
+# signal's) sits between. Top-1 agreement is reported, not gated: a random network's logits are
+# near ties, so correct int8 artifacts measured 0.25-0.875 and broken ones 0.0-0.5 - it cannot
+# tell them apart; SQNR can. The user's own budget is the plan's (`edgekit quantize plan
+# --min-sqnr / --max-top1-drop`), and every artifact records its measured SQNR and top-1.
+QUANTIZED_TOLERANCE = Tolerance(min_sqnr_db=5.0, min_centered_sqnr_db=5.0, min_top1_agreement=0.0)
 
 
 # A quantized artifact must also beat, by this much, the best input-blind answer (the mean output
@@ -149,6 +150,13 @@ class Verification(BaseModel):
     tolerance: Tolerance
     input_seeds: list[int] = Field(
         description="Seeds of the verification inputs; metrics are over all of them together."
+    )
+    input_source: str = Field(
+        "seeded synthetic inputs",
+        description="What the verification inputs were: seeded synthetic inputs (input_seeds), "
+        "or, for quantized artifacts calibrated on real data, the first calibration inputs "
+        "(input_seeds are then their indices): int8 ranges fit to photos clip synthetic noise, so "
+        "noise would judge a correct artifact on data it was never meant for.",
     )
     outputs: list[OutputComparison]
     structure: StructureCheck | None = None

@@ -282,3 +282,31 @@ def test_unfinished_or_foreign_sensitivity_files_are_refused(sensitivity, tmp_pa
             ["quantize", "plan", str(path), "--min-sqnr", "20", "--out", str(tmp_path / "p.json")],
         )
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_photo_calibrated_export_is_verified_on_photos(photo_folder, tmp_path):
+    """int8 ranges fit to photos would clip synthetic noise: the artifact is judged on the
+    calibration photos instead, and the manifest says so."""
+    from edgekit.artifact import read_manifest
+
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "tiny-mobilevit",
+            "--target",
+            "onnx",
+            "--quant",
+            "int8",
+            "--calib",
+            str(photo_folder),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    component = read_manifest(next(tmp_path.iterdir())).component()
+    verification = component.verification
+    assert verification.input_source == f"the first 4 of 4 images from {photo_folder}"
+    assert verification.input_seeds == [0, 1, 2, 3]
+    assert component.calibration.kind == "images" and "warning:" not in result.output
