@@ -47,7 +47,7 @@ def test_format_comparison_script(tmp_path):
 
 
 def test_fullsize_script_records_exports_and_refusals(tmp_path):
-    # A target the exporter refuses (ONNX takes fp32 only for now) is recorded with its reason,
+    # A target the exporter refuses (ONNX has no fp16 layers) is recorded with its reason,
     # beside a format that exports; the refusal is the expected result, not a crash.
     refused = tmp_path / "onnx-fp16.toml"
     refused.write_text('name = "onnx-fp16"\nformat = "onnx"\nprecision = "fp16"\n')
@@ -68,6 +68,6 @@ def test_fullsize_script_records_exports_and_refusals(tmp_path):
     # The child's own peak: a process that loaded torch and onnxruntime holds over 100 MiB.
     assert exported["peak_rss_bytes"] > 100 * 2**20
     assert exported["export_s"] + exported["verify_s"] <= exported["wall_s"]
-    assert refusal["outcome"] == "refused" and "fp32 only" in refusal["error"]
+    assert refusal["outcome"] == "refused" and "ONNX cannot realize fp16" in refusal["error"]
     table = next(tmp_path.glob("fullsize-tiny-sd-*.md")).read_text()
-    assert "| refused |" in table and "fp32 only" in table
+    assert "| refused |" in table and "ONNX cannot realize fp16" in table

@@ -41,7 +41,7 @@ def test_mobilevit_artifact_is_verified_and_described(mobilevit_artifacts, forma
     expected_tools = {
         "onnx": {"onnx", "onnxscript", "onnxruntime"},
         "executorch": {"executorch", "torchao"},
-        "tflite": {"litert-torch", "ai-edge-litert"},
+        "tflite": {"litert-torch", "ai-edge-litert", "ai-edge-quantizer"},
     }[format_name]
     common = {"edgekit", "torch", "numpy", "transformers", "diffusers"}
     assert set(manifest.tool_versions) == common | expected_tools
