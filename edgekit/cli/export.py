@@ -152,9 +152,10 @@ def _load_plan(quant: str, loaded):
     from edgekit.models import LoadedPipeline
     from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan, named_plan, read_plan
 
-    if quant in NAMED_PLANS or not quant.endswith(".json"):
-        named_plan(quant, None)  # an unknown name fails here, listing the named plans
+    if quant in NAMED_PLANS:
         return quant
+    if not quant.endswith(".json"):
+        named_plan(quant, None)  # not a named plan: fails here, listing the named plans
     if not isinstance(loaded, LoadedPipeline):
         return load_plan(quant, loaded.module)
     components = loaded.components
