@@ -164,3 +164,26 @@ def test_a_plan_file_is_used_as_written_even_when_named_like_a_named_plan(tmp_pa
     manifest = read_manifest(next((tmp_path / "out").iterdir()))
     assert manifest.quant_plan == QuantPlan(name="int8", default=LayerPrecision.FP32)
     assert manifest.component().quant.counts == {"fp32": 90}
+
+
+def test_calibration_data_an_export_cannot_use_is_reported(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "tiny-mobilevit",
+            "--target",
+            "onnx",
+            "--quant",
+            "int8-dynamic",
+            "--calib",
+            str(photos),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: --calib is not used" in result.output
+    assert read_manifest(next((tmp_path / "out").iterdir())).component().calibration is None

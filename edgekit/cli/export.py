@@ -123,6 +123,12 @@ def export(
         quant = quant or (None if precision else profile.quant)
         plan = _load_plan(quant, loaded) if quant else None
         calibration = None
+        given = "--calib" if calib is not None else ("--prompts" if prompts is not None else None)
+        if given and (plan is None or not _needs_calibration(plan, loaded)):
+            console.print(
+                f"[yellow]warning:[/yellow] {given} is not used: only static int8 layers "
+                "calibrate, and this export has none (int8-dynamic and int8-weight need no data)."
+            )
         if plan is not None and _needs_calibration(plan, loaded):
             from edgekit.quant.calibration import calibration_for
 
