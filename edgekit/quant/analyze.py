@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 from edgekit.artifact import write_bytes_atomic
 from edgekit.errors import EdgekitError
 from edgekit.models.base import SourceInfo
-from edgekit.quant.plan import LayerPrecision, quantizable_layers, user_root
+from edgekit.quant.plan import LayerPrecision, is_attention, quantizable_layers, user_root
 from edgekit.quant.spec import CalibrationInputs, CalibrationRecord, executed_layers
 from edgekit.validate import SQNR_CEILING_DB
 
@@ -349,17 +349,7 @@ def _fidelity(
 
 
 def _attention_paths(root: nn.Module) -> list[str]:
-    from torch import nn
-
-    return [
-        path
-        for path, module in root.named_modules()
-        if path
-        and (
-            "attention" in type(module).__name__.lower()
-            or isinstance(module, nn.MultiheadAttention)
-        )
-    ]
+    return [path for path, module in root.named_modules() if path and is_attention(module)]
 
 
 def _resume(

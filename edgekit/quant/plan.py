@@ -142,6 +142,14 @@ def named_plan(name: str, module: nn.Module) -> QuantPlan:
     )
 
 
+def is_attention(module: nn.Module) -> bool:
+    """An attention block: the class names it (transformers', diffusers' Attention classes) or
+    it is torch's MultiheadAttention."""
+    from torch import nn
+
+    return "attention" in type(module).__name__.lower() or isinstance(module, nn.MultiheadAttention)
+
+
 def _sensitive_modules(module: nn.Module) -> list[str]:
     """Outermost attention blocks and every normalization layer: the layers rounding hurts most
     (softmax over int8 scores, statistics of tiny variances), so `mixed` keeps them float."""
@@ -150,11 +158,8 @@ def _sensitive_modules(module: nn.Module) -> list[str]:
     norms = (nn.LayerNorm, nn.GroupNorm)
     chosen: list[str] = []
     for path, layer in user_root(module).named_modules():
-        is_attention = "attention" in type(layer).__name__.lower() or isinstance(
-            layer, nn.MultiheadAttention
-        )
         inside_chosen = any(path.startswith(p + ".") for p in chosen)
-        if path and (is_attention or isinstance(layer, norms)) and not inside_chosen:
+        if path and (is_attention(layer) or isinstance(layer, norms)) and not inside_chosen:
             chosen.append(path)
     return chosen
 
