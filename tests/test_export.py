@@ -135,7 +135,10 @@ def test_large_onnx_uses_external_data(tmp_path, monkeypatch):
     assert manifest.status == "verified"  # and onnxruntime found them there
 
 
-def test_failed_verification_exits_nonzero_and_marks_artifact(tmp_path, monkeypatch):
+def test_several_targets_share_one_trace_and_a_failing_one_spares_the_others(tmp_path, monkeypatch):
+    """`--target onnx,executorch`: the model is traced by torch.export once for both formats
+    (LoadedModel.exported_program), and ONNX failing verification (its runtime corrupted here)
+    marks that artifact failed and exits non-zero, while ExecuTorch's is still written."""
     from edgekit.exporters import onnx as onnx_exporter
 
     original = onnx_exporter.OnnxRuntime.__call__
@@ -144,14 +147,42 @@ def test_failed_verification_exits_nonzero_and_marks_artifact(tmp_path, monkeypa
         results = original(self, inputs)
         return {k: v + np.float32(0.5) * np.abs(v).max() for k, v in results.items()}
 
+    traced = []
+    real_export = torch.export.export
+
+    def counting_export(module, *args, **kwargs):
+        traced.append(type(module).__name__)
+        return real_export(module, *args, **kwargs)
+
     monkeypatch.setattr(onnx_exporter.OnnxRuntime, "__call__", corrupted)
+    monkeypatch.setattr(torch.export, "export", counting_export)
     result = runner.invoke(
-        app, ["export", "tiny-mobilevit", "--target", "onnx", "--out", str(tmp_path)]
+        app,
+        ["export", "tiny-mobilevit", "--target", "onnx,executorch", "--out", str(tmp_path)],
     )
     assert result.exit_code == VerificationError.exit_code
-    assert "failed verification" in result.output and "Traceback" not in result.output
+    output = " ".join(result.output.split())
+    assert "onnx-cpu failed: tiny-mobilevit-onnx-fp32 failed verification" in output, output
+    assert "1 of 2 targets failed: onnx-cpu." in output and "Traceback" not in output
+    # One trace of the model, not one per format (the ONNX exporter also traces small helper
+    # modules of its own, e.g. 'SDPA', which are not the model).
+    assert traced.count("MobileViTClassifier") == 1, traced
     manifest = read_manifest(tmp_path / "tiny-mobilevit-onnx-fp32")
     assert manifest.status == "failed" and manifest.component().verification.status == "failed"
+    assert read_manifest(tmp_path / "tiny-mobilevit-executorch-fp32").status == "verified"
+
+
+def test_several_targets_refuse_one_name_and_a_repeated_format(tmp_path):
+    for targets, extra, message in [
+        ("onnx,tflite", ["--name", "x"], "--name names one artifact folder, and --target names 2"),
+        ("onnx,onnx-cpu", [], "--target names the onnx format more than once (onnx, onnx-cpu)"),
+    ]:
+        result = runner.invoke(
+            app, ["export", "tiny-mobilevit", "-t", targets, "-o", str(tmp_path), *extra]
+        )
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reexport_replaces_artifact_atomically_and_says_so(tmp_path):

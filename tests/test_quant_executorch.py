@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from edgekit.artifact import read_manifest
 from edgekit.errors import ArtifactError, ExportError, VerificationError
 from edgekit.export import export_artifact
 from edgekit.exporters import executorch as et
-from edgekit.models.base import TensorSpec
+from edgekit.models.base import LoadedModel, SourceInfo, TensorSpec
 from edgekit.quant.calibration import synthetic_calibration
 from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
 from edgekit.quant.spec import check_realized, quant_spec
@@ -144,8 +143,15 @@ class _Calibration:
 @pytest.fixture(scope="module")
 def toy():
     torch.manual_seed(0)
-    spec = TensorSpec(name="x", shape=[1, 4, 8, 8], dtype="float32")
-    return SimpleNamespace(module=_Toy().eval(), inputs=[spec])
+    return LoadedModel(
+        module=_Toy().eval(),
+        model_kind="toy",
+        inputs=[TensorSpec(name="x", shape=[1, 4, 8, 8], dtype="float32")],
+        outputs=[TensorSpec(name="y", shape=[1, 5], dtype="float32")],
+        source=SourceInfo(
+            kind="test", path="toy", sha256="0" * 64, is_preset=False, random_weights=False
+        ),
+    )
 
 
 def test_dynamic_linear_static_conv_and_float_layers_in_one_program(toy, tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edgekit.cli._common import Guard, configure_logging, console
+from edgekit.cli._common import Guard, configure_logging, console, err_console
+from edgekit.errors import EdgekitError
 from edgekit.exporters import format_names
 
 
@@ -24,7 +25,9 @@ def export(
         "--target",
         "-t",
         help=f"A format ({', '.join(format_names())}: its default profile), a built-in profile "
-        "(coreml-ios17, tflite-android, executorch-xnnpack, onnx-cpu) or a profile .toml path.",
+        "(coreml-ios17, tflite-android, executorch-xnnpack, onnx-cpu) or a profile .toml path. "
+        "Several, comma-separated (onnx,executorch,tflite): the model is loaded and traced once "
+        "and each target gets its own artifact folder under --out.",
     ),
     out: Path = typer.Option(
         Path("artifacts"), "--out", "-o", help="Folder the artifact goes into."
@@ -83,9 +86,8 @@ def export(
     configure_logging(verbose)
     with Guard():
         from edgekit import models, profiles
-        from edgekit.export import export_for_target
 
-        profile = profiles.resolve(target)  # a bad target fails before a slow model load
+        chosen = _resolve_targets(target, name)  # a bad target fails before a slow model load
         if quant and precision:
             raise profiles.ProfileError(
                 "--quant and --precision both set the precision.",
@@ -120,41 +122,100 @@ def export(
                 f"[yellow]{model} is a preset with RANDOM weights[/yellow] (real architecture, "
                 "seeded init): use it to test the path, not results."
             )
-        quant = quant or (None if precision else profile.quant)
-        plan = _load_plan(quant, loaded) if quant else None
-        calibration = None
-        given = "--calib" if calib is not None else ("--prompts" if prompts is not None else None)
-        if given and (plan is None or not _needs_calibration(plan, loaded)):
-            console.print(
-                f"[yellow]warning:[/yellow] {given} is not used: only static int8 layers "
-                "calibrate, and this export has none (int8-dynamic and int8-weight need no data)."
+        # One load, one trace per component (LoadedModel.exported_program), one calibration
+        # set: every target reuses them. One target failing does not stop the others.
+        calibration: dict | None = None
+        failed: dict[str, EdgekitError] = {}
+        for profile in chosen:
+            try:
+                plan = _load_plan(quant or (None if precision else profile.quant), loaded)
+                needs_data = plan is not None and _needs_calibration(plan, loaded)
+                if needs_data and calibration is None:
+                    calibration = _prepare_calibration(loaded, calib, prompts, calib_count)
+                if not needs_data and (calib is not None or prompts is not None):
+                    _warn_calibration_unused(calib, profile.name if len(chosen) > 1 else None)
+                data = calibration if needs_data else None
+                _export_one(loaded, profile, out, precision, plan, data, name)
+            except EdgekitError as exc:
+                if len(chosen) == 1:
+                    raise
+                err_console.print(f"[bold red]{profile.name} failed:[/bold red] {exc}")
+                failed[profile.name] = exc
+        if failed:
+            summary = EdgekitError(
+                f"{len(failed)} of {len(chosen)} targets failed: {', '.join(failed)}.",
+                hint="see each target's error above; the others were written.",
             )
-        if plan is not None and _needs_calibration(plan, loaded):
-            from edgekit.quant.calibration import calibration_for
-
-            with console.status("Preparing calibration inputs ..."):
-                calibration = calibration_for(
-                    loaded, images=calib, prompts=prompts, count=calib_count
-                )
-            for data in {d.warning for d in calibration.values() if d.warning}:
-                console.print(f"[yellow]warning:[/yellow] {data}")
-        with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
-            path, manifest = export_for_target(
-                loaded,
-                profile,
-                out,
-                precision=precision,
-                plan=plan,
-                calibration=calibration,
-                name=name,
-                on_replace=say_replaced,
-            )
-        print_manifest_summary(path, manifest)
+            # The exit code one target's failure would give (4: verification, 3: export, ...).
+            summary.exit_code = max(exc.exit_code for exc in failed.values())
+            raise summary
 
 
-def _load_plan(quant: str, loaded):
+def _resolve_targets(target: str, name: str | None) -> list:
+    """The profiles `--target` names (comma-separated), one per format."""
+    from edgekit import profiles
+
+    given = [t.strip() for t in target.split(",") if t.strip()]
+    chosen = [profiles.resolve(t) for t in given]
+    if not chosen:
+        raise profiles.ProfileError("--target is empty.", hint="name a format or a profile.")
+    formats = [p.format for p in chosen]
+    repeated = sorted({f for f in formats if formats.count(f) > 1})
+    if repeated:
+        same = [t for t, p in zip(given, chosen, strict=True) if p.format == repeated[0]]
+        raise profiles.ProfileError(
+            f"--target names the {repeated[0]} format more than once ({', '.join(same)}).",
+            hint="one profile per format in a run: their artifacts would share a folder name.",
+        )
+    if name and len(chosen) > 1:
+        raise profiles.ProfileError(
+            f"--name names one artifact folder, and --target names {len(chosen)} targets.",
+            hint="drop --name (each target's folder is named after it), or export one target.",
+        )
+    return chosen
+
+
+def _prepare_calibration(loaded, calib: Path | None, prompts: Path | None, count: int | None):
+    from edgekit.quant.calibration import calibration_for
+
+    with console.status("Preparing calibration inputs ..."):
+        calibration = calibration_for(loaded, images=calib, prompts=prompts, count=count)
+    for warning in {d.warning for d in calibration.values() if d.warning}:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    return calibration
+
+
+def _warn_calibration_unused(calib: Path | None, target: str | None) -> None:
+    given = "--calib" if calib is not None else "--prompts"
+    where = f" for {target}" if target else ""
+    console.print(
+        f"[yellow]warning:[/yellow] {given} is not used{where}: only static int8 layers "
+        "calibrate, and this export has none (int8-dynamic and int8-weight need no data)."
+    )
+
+
+def _export_one(loaded, profile, out: Path, precision, plan, calibration, name) -> None:
+    from edgekit.export import export_for_target
+
+    with console.status(f"Exporting to {profile.format} ({profile.name}) and verifying ..."):
+        path, manifest = export_for_target(
+            loaded,
+            profile,
+            out,
+            precision=precision,
+            plan=plan,
+            calibration=calibration,
+            name=name,
+            on_replace=say_replaced,
+        )
+    print_manifest_summary(path, manifest)
+
+
+def _load_plan(quant: str | None, loaded):
     """A named plan's name (built per component at export), or a plan file checked against the
     model (or the pipeline component it names: `component`, written by `quantize plan`)."""
+    if not quant:
+        return None
     from edgekit.models import LoadedPipeline
     from edgekit.quant.plan import NAMED_PLANS, QuantPlanError, load_plan, named_plan, read_plan
 

@@ -195,15 +195,15 @@ class CoreMLExporter:
         quant: QuantSpec,
     ) -> ExportResult:
         import numpy as np
-        import torch
 
         ct = _coremltools()
         debug = log.isEnabledFor(logging.DEBUG)
 
         # 1. ATen-dialect program: what coremltools' torch.export frontend accepts. Its nodes are
         # tagged so each layer's ops can be found after conversion (module docstring).
-        args = tuple(torch.from_numpy(sample_inputs[spec.name]) for spec in model.inputs)
-        program = torch.export.export(model.module, args, strict=False).run_decompositions({})
+        # run_decompositions returns a new program: the shared one (traced once per component
+        # for every exporter) stays as it is, while the tagging below edits this copy.
+        program = model.exported_program().run_decompositions({})
         removed_aliases = _drop_aliases(program)
         tags = _tag_layers(program, model.module, quant)
         compute_precision_option = _compute_precision(quant, tags)

@@ -99,12 +99,11 @@ class ExecuTorchExporter:
         *,
         quant: QuantSpec,
     ) -> ExportResult:
-        import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
         args = _tensors(sample_inputs, model.inputs)
-        exported = torch.export.export(model.module, args, strict=False)
+        exported = model.exported_program()  # traced once per component, shared
         details: dict[str, Any] = {"backend": "xnnpack"}
         if quant.is_quantized:
             exported, details["quantization"] = _quantize_pt2e(exported, args, model, quant)

@@ -118,7 +118,7 @@ class OnnxExporter:
             # torch re-creates its loggers at import; quiet the exporter's progress chatter here.
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
-            model.module,
+            model.exported_program(),  # traced once per component, shared by the exporters
             args,
             dynamo=True,
             opset_version=OPSET_VERSION,

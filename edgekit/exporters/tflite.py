@@ -125,8 +125,11 @@ class TFLiteExporter:
                 import litert_torch
 
                 if before_lowering is not None:
-                    details = _convert_pt2e(model.module, args, model_path, quant, before_lowering)
+                    details = _convert_pt2e(model, args, model_path, quant, before_lowering)
                 else:
+                    # litert-torch takes a module and runs torch.export itself (it has no
+                    # public entry for a program): the one exporter that does not share
+                    # `model.exported_program()`.
                     edge_model = litert_torch.convert(model.module, args)
                     edge_model.export(str(float_path if quantize else model_path))
 
@@ -822,7 +825,7 @@ def _all_layers_bytes(module: torch.nn.Module, quant: QuantSpec, precision: Laye
 
 
 def _convert_pt2e(
-    module: torch.nn.Module,
+    model: LoadedModel,
     args: tuple[torch.Tensor, ...],
     model_path: Path,
     quant: QuantSpec,
@@ -836,7 +839,7 @@ def _convert_pt2e(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = _plan_quantizer(quant, precision)
-    graph = torch.export.export(module, args, strict=False).module()
+    graph = model.exported_program().module()  # a fresh graph module: prepare_pt2e edits it
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         prepared(*args)  # the weight observers see each weight: per-channel scales
@@ -855,7 +858,7 @@ def _convert_pt2e(
         if precision == LayerPrecision.INT8_DYNAMIC
         else "weight-only, strict QDQ",
         "torchao_version": importlib.metadata.version("torchao"),
-        "planned_weight_bytes": planned_weight_bytes(module, quant.layers),
+        "planned_weight_bytes": planned_weight_bytes(model.module, quant.layers),
         "layers_by_planned_precision": dict(
             sorted(Counter(p.value for p in quant.layers.values()).items())
         ),

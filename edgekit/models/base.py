@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,9 +153,29 @@ class LoadedModel:
     source: SourceInfo
     preprocessing: Preprocessing | None = None
     labels: list[str] | None = None
+    _program: torch.export.ExportedProgram | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def sample_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         return seeded_inputs(self.inputs, seed)
+
+    def exported_program(self) -> torch.export.ExportedProgram:
+        """The module through torch.export (non-strict, the static shapes of `inputs`), traced
+        once per component and shared: the exporters that start from torch.export (ONNX,
+        ExecuTorch and its pt2e quantization, Core ML, TFLite's PT2E path) all take this one
+        program, so exporting to several targets traces the model once and every format starts
+        from the same graph. Consumers must not mutate it: they transform copies
+        (`run_decompositions`, `.module()`), which leave it as it is.
+
+        It shares the module's parameter tensors; changing weights after the first call (only
+        `quantize analyze` does, and it never exports) would change the program too."""
+        if self._program is None:
+            import torch
+
+            args = tuple(torch.from_numpy(array) for array in self.sample_inputs().values())
+            self._program = torch.export.export(self.module, args, strict=False)
+        return self._program
 
     def run_torch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The PyTorch reference: the same call signature as every exported artifact's runtime."""
