@@ -19,7 +19,7 @@ from edgekit.quant.calibration import (
     prompt_calibration,
     synthetic_calibration,
 )
-from edgekit.quant.plan import LayerPrecision, quantizable_layers, read_plan
+from edgekit.quant.plan import LayerPrecision, quantizable_layers, read_plan, user_root
 from edgekit.quant.planner import candidates
 
 runner = CliRunner()
@@ -173,6 +173,82 @@ def test_analysis_covers_every_layer_and_measures_real_damage(sensitivity, mobil
     worst = min(report.layers, key=lambda e: e.sqnr_db[LayerPrecision.INT8])
     assert worst.path in output and "warning:" in output and "synthetic" in output
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_matmuls_are_measured_per_attention_block(sensitivity, mobilevit):
+    out, output = sensitivity
+    report = SensitivityReport.model_validate_json(out.read_text())
+    # Every transformer layer's self-attention runs Q K^T and softmax V: two products each.
+    blocks = [
+        path
+        for path, module in user_root(mobilevit.module).named_modules()
+        if type(module).__name__ == "MobileViTSelfAttention"
+    ]
+    assert blocks and [e.path for e in report.attention_matmuls] == blocks
+    assert all(e.product_count == 2 for e in report.attention_matmuls)
+    for entry in report.attention_matmuls:
+        # Activation schemes only (a weight-only scheme leaves weightless products alone), and
+        # the int8 operands change the output: below the ceiling, yet far from noise.
+        assert set(entry.sqnr_db) == {LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC}
+        assert all(20 < sqnr < 100 for sqnr in entry.sqnr_db.values()), entry
+    worst = min(report.attention_matmuls, key=lambda e: e.sqnr_db[LayerPrecision.INT8])
+    assert "Most sensitive attention matmuls" in output and worst.path in output
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "bool", "float"])
+def test_attention_products_are_intercepted_inside_fused_attention(mask):
+    """scaled_dot_product_attention, computed the reference way so its products can be
+    quantized: unchanged when the operands are, and each product's operands are the ones
+    quantized (Q and K, then the softmax probabilities and V)."""
+    import torch
+    from torch import nn
+
+    from edgekit.quant.attention import intercepted_products
+
+    class Attention(nn.Module):
+        def forward(self, q, k, v, attn_mask=None, is_causal=False):
+            return nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal
+            )
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Attention()
+            self.gain = nn.Parameter(torch.tensor(2.0))  # a parameter: the user's root
+
+        def forward(self, q, k, v, **kwargs):
+            return self.block(q, k, v, **kwargs) * self.gain
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=generator) for _ in range(3))
+    kwargs = {
+        "none": {},
+        "causal": {"is_causal": True},
+        "bool": {"attn_mask": torch.rand(5, 5, generator=generator) > 0.3},
+        "float": {"attn_mask": torch.randn(5, 5, generator=generator)},
+    }[mask]
+    model = Model()
+    expected = model(q, k, v, **kwargs)
+    seen: list[tuple[str, int, tuple]] = []
+
+    def identity(path, index, operands):
+        seen.append((path, index, tuple(o.shape for o in operands)))
+        return operands
+
+    with intercepted_products(model, identity):
+        same = model(q, k, v, **kwargs)
+    torch.testing.assert_close(same, expected, rtol=1e-5, atol=1e-5)
+    heads = (2, 3, 5, 4)
+    assert seen == [("block", 0, (heads, heads)), ("block", 1, ((2, 3, 5, 5), heads))]
+
+    def zero_values(path, index, operands):
+        return operands if index == 0 else [operands[0], torch.zeros_like(operands[1])]
+
+    with intercepted_products(model, zero_values):
+        assert torch.count_nonzero(model(q, k, v, **kwargs)) == 0
+    # Outside the context nothing is intercepted any more.
+    torch.testing.assert_close(model(q, k, v, **kwargs), expected)
 
 
 def test_an_interrupted_analysis_resumes_keeping_completed_layers(tmp_path, mobilevit, monkeypatch):

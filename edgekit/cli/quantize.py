@@ -240,6 +240,7 @@ def _print_sensitivity(report) -> None:
             row.append(f"{entry.latent_psnr_db[schemes[0]]:.1f}")
         table.add_row(*row)
     console.print(table)
+    _print_attention_products(report)
     for scheme, metrics in report.whole_model.items():
         top1, latent = metrics.get("top1_agreement"), metrics.get("latent_psnr_db")
         console.print(
@@ -247,6 +248,25 @@ def _print_sensitivity(report) -> None:
             + (f", top-1 agreement {top1:.0%}" if top1 is not None else "")
             + (f", final-latent PSNR {latent:.1f} dB" if latent is not None else "")
         )
+
+
+def _print_attention_products(report) -> None:
+    """The attention blocks whose matmuls (both operands int8) hurt the output most."""
+    entries = report.attention_matmuls
+    if not entries:
+        return
+    schemes = list(entries[0].sqnr_db)
+    table = Table(
+        title="Most sensitive attention matmuls (Q K^T and softmax V of one block quantized; "
+        "measured only: plans keep them with their block)",
+        title_justify="left",
+    )
+    table.add_column("attention block")
+    for scheme in schemes:
+        table.add_column(f"{scheme} dB", justify="right")
+    for entry in sorted(entries, key=lambda e: e.sqnr_db[schemes[0]])[:MOST_SENSITIVE_SHOWN]:
+        table.add_row(entry.path, *(f"{entry.sqnr_db[s]:.1f}" for s in schemes))
+    console.print(table)
 
 
 def _print_curve(curve, chosen) -> None:

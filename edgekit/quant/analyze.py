@@ -4,7 +4,9 @@ For every quantizable layer (convolution and linear layers, by the module path t
 and every scheme, the layer alone is fake-quantized in PyTorch and the whole model's outputs are
 compared with fp32 on the calibration inputs: SQNR of every output; top-1 agreement for
 classifiers. The method of apple's ml-stable-diffusion mixed-bit recipes (per-layer PSNR) and of
-AIMET's per-layer analysis, on the layers a `QuantPlan` can name.
+AIMET's per-layer analysis, on the layers a `QuantPlan` can name. The attention blocks'
+activation-by-activation matmuls (Q K^T, softmax V) are measured the same way, one block at a
+time (edgekit.quant.attention).
 
 Schemes, simulated the way the runtimes compute them:
 - int8: weights symmetric per output channel, the layer's input activation affine per tensor
@@ -33,6 +35,7 @@ from pydantic import BaseModel, Field, ValidationError
 from edgekit.artifact import write_bytes_atomic
 from edgekit.errors import EdgekitError
 from edgekit.models.base import SourceInfo
+from edgekit.quant import attention as products
 from edgekit.quant.plan import LayerPrecision, is_attention, quantizable_layers, user_root
 from edgekit.quant.spec import CalibrationInputs, CalibrationRecord, executed_layers
 from edgekit.validate import SQNR_CEILING_DB
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
     from edgekit.models.base import LoadedModel, LoadedPipeline
 
-SENSITIVITY_SCHEMA_VERSION = "1.0"
+SENSITIVITY_SCHEMA_VERSION = "1.1"  # 1.1: attention_matmuls
 # Inputs stacked into one forward pass during analysis.
 ANALYSIS_BATCH = 16
 ANALYZED_SCHEMES = (LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC, LayerPrecision.INT8_WEIGHT)
@@ -79,8 +82,22 @@ class LayerSensitivity(BaseModel):
     )
 
 
+class MatmulSensitivity(BaseModel):
+    """An attention block's activation-by-activation products (Q K^T, softmax V), quantized
+    together (see edgekit.quant.attention)."""
+
+    path: str = Field(description="Module path of the attention block.")
+    product_count: int = Field(description="Products per forward (2: scores and output).")
+    sqnr_db: dict[LayerPrecision, float] = Field(
+        description="Scheme (int8, int8-dynamic: both operands int8) -> worst output SQNR vs "
+        "fp32 with only these products quantized."
+    )
+    latent_psnr_db: dict[LayerPrecision, float] = Field(default_factory=dict)
+    top1_agreement: dict[LayerPrecision, float] = Field(default_factory=dict)
+
+
 class SensitivityReport(BaseModel):
-    schema_version: Literal["1.0"] = SENSITIVITY_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = SENSITIVITY_SCHEMA_VERSION
     source: SourceInfo
     component: str | None = Field(description="Pipeline component analyzed (e.g. 'unet').")
     model_kind: str
@@ -93,6 +110,12 @@ class SensitivityReport(BaseModel):
         "trade-off, against which the planner's additive prediction can be judged.",
     )
     layers: list[LayerSensitivity]
+    attention_matmuls: list[MatmulSensitivity] = Field(
+        default_factory=list,
+        description="Per attention block, its matmuls alone quantized (activation schemes "
+        "only: they have no weights). Measured, not planned: plans set conv and linear layers, "
+        "and an attention block a plan keeps float keeps its matmuls float.",
+    )
     complete: bool = Field(description="False while a run is under way or was interrupted.")
 
 
@@ -150,6 +173,8 @@ def analyze(
         report.layers.append(entry)
         _save(report, out_path)
 
+    _analyze_attention_products(model, inputs, reference, report, schemes, out_path, latent_psnr)
+
     for scheme in schemes:
         if scheme in report.whole_model:
             continue
@@ -165,6 +190,52 @@ def analyze(
     report.complete = True
     _save(report, out_path)
     return report
+
+
+def _analyze_attention_products(
+    model: LoadedModel,
+    inputs: list[dict[str, np.ndarray]],
+    reference: list[dict[str, np.ndarray]],
+    report: SensitivityReport,
+    schemes: tuple[LayerPrecision, ...],
+    out_path: Path,
+    latent_psnr: Callable[[], float] | None,
+) -> None:
+    """The attention products of each block alone quantized, for the activation schemes (the
+    weight-only ones leave weightless products untouched); appended to `report` per block."""
+    import torch
+
+    active = [s for s in schemes if s in (LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC)]
+    if not active:
+        return
+    with torch.inference_mode():
+        ranges = products.observe_operand_ranges(model.module, lambda: _run_all(model, inputs))
+    done = {entry.path for entry in report.attention_matmuls}
+    for path, count in products.product_blocks(ranges).items():
+        if path in done:
+            continue
+        entry = MatmulSensitivity(path=path, product_count=count, sqnr_db={})
+        for scheme in active:
+            dynamic = scheme == LayerPrecision.INT8_DYNAMIC
+            with (
+                products.quantized_products(
+                    model.module,
+                    path,
+                    dynamic=dynamic,
+                    ranges=ranges,
+                    fake_quantize=_fake_quantize_activation,
+                ),
+                torch.inference_mode(),
+            ):
+                outputs = _run_all(model, inputs, stack=not dynamic)
+                if latent_psnr is not None:
+                    entry.latent_psnr_db[scheme] = round(latent_psnr(), 3)
+            sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
+            entry.sqnr_db[scheme] = sqnr
+            if top1 is not None:
+                entry.top1_agreement[scheme] = top1
+        report.attention_matmuls.append(entry)
+        _save(report, out_path)
 
 
 @contextmanager
