@@ -32,6 +32,7 @@ from edgekit.export import export_for_target
 from edgekit.preprocess import preprocess
 from edgekit.quant.calibration import image_calibration
 from edgekit.quant.plan import load_plan
+from edgekit.validate import sqnr_db
 
 RESULTS = Path(__file__).parent / "results"
 PLANS = ("fp32", "int8", "mixed")
@@ -101,10 +102,9 @@ def evaluate(folder: Path, artifact: Path, loaded: models.LoadedModel) -> dict[s
         ref.append(loaded.run_torch(pixels)["logits"][0])
         out.append(runtime(pixels)["logits"][0])
     ref_array, out_array = np.array(ref, np.float64), np.array(out, np.float64)
-    noise = float(np.sum((ref_array - out_array) ** 2))
     return {
         "images": len(ref),
-        "sqnr_db": round(10 * np.log10(float(np.sum(ref_array**2)) / noise), 2) if noise else 200.0,
+        "sqnr_db": round(sqnr_db(ref_array, out_array), 2),
         "top1_agreement": float(np.mean(ref_array.argmax(1) == out_array.argmax(1))),
     }
 

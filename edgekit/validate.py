@@ -298,6 +298,16 @@ def runtime_failure(
     )
 
 
+def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of `actual` against `reference`, in dB (float64 sums;
+    clamped to +-SQNR_CEILING_DB, the ceiling for identical arrays)."""
+    import numpy as np
+
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((ref - np.asarray(actual, dtype=np.float64)) ** 2))
+    return _db(float(np.sum(ref**2)), noise)
+
+
 def _db(signal: float, noise: float) -> float:
     import math
 
