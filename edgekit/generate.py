@@ -5,6 +5,10 @@ tokenizer -> text encoder (prompt and negative prompt) -> denoising with classif
 guidance, by the sampler the manifest's `pipeline.scheduler` names (edgekit/scheduling.py, no
 diffusers) -> VAE decoder. With the same seed, prompt and steps, the two images differ only by
 what the export changed, so their PSNR is the end-to-end fidelity of the artifact.
+`generate_pytorch` runs the loop on a PyTorch pipeline alone (a trained folder, a preset).
+
+Guidance: a UNet that takes a batch of 2 (`PipelineInfo.unet_batch`) gets the unconditional and
+conditional inputs in one call per step; otherwise it is called once per branch.
 """
 
 from __future__ import annotations
@@ -128,17 +132,73 @@ def run_pipeline(
     from edgekit.models import clip_tokenizer
 
     tokenizer = clip_tokenizer.load_tokenizer(artifact_dir)
-    latents = denoise(
-        components,
-        tokenizer,
-        manifest.pipeline,
-        prompt,
-        negative_prompt,
-        steps,
-        guidance_scale,
-        seed,
+    info = manifest.pipeline
+    return _image(components, tokenizer, info, prompt, negative_prompt, steps, guidance_scale, seed)
+
+
+def generate_pytorch(
+    source: str | Path,
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    config: Path | None = None,
+    allow_pickle: bool = False,
+) -> GenerateResult:
+    """The same loop on a PyTorch pipeline (a preset, a diffusers folder such as `edgekit train
+    dreambooth` writes, or a single file + config), guidance batched in one UNet call."""
+    import tempfile
+
+    from edgekit import models
+    from edgekit.models import clip_tokenizer
+
+    if steps < 1:
+        raise GenerateError(f"--steps {steps} is not allowed.", hint="use 1 or more steps.")
+    pipeline = models.load_pipeline(
+        source,
+        height=height,
+        width=width,
+        config=config,
+        allow_pickle=allow_pickle,
+        unet_batch=2,
     )
-    z = (latents / np.float32(manifest.pipeline.vae_scaling_factor)).astype(np.float32)
+    missing = [c for c in REQUIRED_COMPONENTS if c not in pipeline.components]
+    if missing:
+        raise GenerateError(
+            f"'{source}' has no {', '.join(missing)}; generating needs all three components.",
+            hint="pass a full pipeline (diffusers folder with unet/, vae/, text_encoder/).",
+        )
+    timesteps(pipeline.info.scheduler, steps)  # a step count the schedule cannot serve fails here
+    with tempfile.TemporaryDirectory(prefix="edgekit-tokenizer-") as folder:
+        pipeline.write_assets(Path(folder))
+        tokenizer = clip_tokenizer.load_tokenizer(Path(folder))
+    components = {name: model.run_torch for name, model in pipeline.components.items()}
+    started = time.perf_counter()
+    image = _image(
+        components, tokenizer, pipeline.info, prompt, negative_prompt, steps, guidance_scale, seed
+    )
+    return GenerateResult(image=image, seconds=time.perf_counter() - started)
+
+
+def _image(
+    components: dict[str, Component],
+    tokenizer,
+    info: PipelineInfo,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+) -> np.ndarray:
+    """Denoise, then decode: the image (H, W, 3) in [0, 1]."""
+    latents = denoise(
+        components, tokenizer, info, prompt, negative_prompt, steps, guidance_scale, seed
+    )
+    z = (latents / np.float32(info.vae_scaling_factor)).astype(np.float32)
     image = components["vae-decoder"]({"z": z})["image"][0]  # (3, H, W) in [-1, 1]
     return np.clip(image.transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -174,15 +234,28 @@ def denoise(
     latents = (noise * info.scheduler.init_noise_sigma).astype(np.float32)
 
     unet = components["unet"]
+    # A UNet exported with batch 2 takes both guidance branches in one call (unconditional
+    # first); the two rows are independent, so the result equals two calls of batch 1.
+    both = np.concatenate([uncond, cond]) if info.unet_batch == 2 else None
     for t in scheduler.set_timesteps(steps):
         sample = scheduler.scale_model_input(latents, t)
         timestep = np.array([float(t)], dtype=np.float32)
-        noise_uncond = unet(
-            {"sample": sample, "timestep": timestep, "encoder_hidden_states": uncond}
-        )["noise_pred"]
-        noise_cond = unet({"sample": sample, "timestep": timestep, "encoder_hidden_states": cond})[
-            "noise_pred"
-        ]
+        if both is not None:
+            noise = unet(
+                {
+                    "sample": np.concatenate([sample, sample]),
+                    "timestep": np.concatenate([timestep, timestep]),
+                    "encoder_hidden_states": both,
+                }
+            )["noise_pred"]
+            noise_uncond, noise_cond = noise[:1], noise[1:]
+        else:
+            noise_uncond = unet(
+                {"sample": sample, "timestep": timestep, "encoder_hidden_states": uncond}
+            )["noise_pred"]
+            noise_cond = unet(
+                {"sample": sample, "timestep": timestep, "encoder_hidden_states": cond}
+            )["noise_pred"]
         guided = noise_uncond + np.float32(guidance_scale) * (noise_cond - noise_uncond)
         latents = scheduler.step(guided, t, latents).prev_sample
     return latents
@@ -247,6 +320,7 @@ def _pytorch_components(manifest: Manifest) -> dict[str, Component]:
             config=options.get("config"),
             # The consent to read pickle-based weights given at export, recorded by the loader.
             allow_pickle=bool(options.get("allow_pickle", False)),
+            unet_batch=manifest.pipeline.unet_batch,
         )
     except SourceError as exc:
         raise GenerateError(

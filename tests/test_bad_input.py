@@ -83,6 +83,20 @@ def test_unknown_target(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("model", "option", "message"),
+    [
+        ("tiny-mobilevit", ["--unet-batch", "2"], "--unet-batch is for Stable Diffusion pipelines"),
+        ("tiny-sd", ["--unet-batch", "3"], "UNet batch 3 is not allowed"),
+    ],
+)
+def test_unet_batch_only_for_sd_and_only_1_or_2(tmp_path, model, option, message):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", model, "-t", "onnx", "-o", str(out), *option])
+    _assert_one_clear_error(result, contains=message)
+    assert not out.exists()
+
+
 def test_unknown_preset():
     result = runner.invoke(app, ["export", "mobilevit-huge", "--target", "onnx"])
     _assert_one_clear_error(result, contains="mobilevit-small")

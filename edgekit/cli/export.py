@@ -48,6 +48,13 @@ def export(
     height: int | None = typer.Option(None, help="Stable Diffusion image height in pixels."),
     width: int | None = typer.Option(None, help="Stable Diffusion image width in pixels."),
     batch_size: int = typer.Option(1, help="Static batch size (MobileViT)."),
+    unet_batch: int = typer.Option(
+        1,
+        "--unet-batch",
+        help="Stable Diffusion: 2 exports the UNet with batch 2, so classifier-free guidance "
+        "runs both branches in one call per step (as apple's ml-stable-diffusion does; "
+        "`generate` uses it); 1 calls it once per branch.",
+    ),
     precision: str | None = typer.Option(
         None, help="fp32 or fp16 (Core ML). Default: the target profile's precision."
     ),
@@ -98,7 +105,8 @@ def export(
                 if batch_size != 1:
                     raise profiles.ProfileError(
                         "Stable Diffusion components are exported with batch size 1.",
-                        hint="drop --batch-size; guidance runs the UNet twice per step.",
+                        hint="drop --batch-size; for guidance in one UNet call per step, pass "
+                        "--unet-batch 2.",
                     )
                 loaded = models.load_pipeline(
                     model,
@@ -107,8 +115,14 @@ def export(
                     width=width,
                     config=config,
                     allow_pickle=allow_pickle,
+                    unet_batch=unet_batch,
                 )
             else:
+                if unet_batch != 1:
+                    raise profiles.ProfileError(
+                        "--unet-batch is for Stable Diffusion pipelines.",
+                        hint="use --batch-size for a classifier's batch.",
+                    )
                 loaded = models.load(
                     model,
                     component=component[0] if component else None,

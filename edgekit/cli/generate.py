@@ -1,4 +1,5 @@
-"""`edgekit generate`: an image from an exported Stable Diffusion artifact, vs PyTorch."""
+"""`edgekit generate`: an image from an exported Stable Diffusion artifact (vs PyTorch), or from
+a PyTorch pipeline (a trained folder, a preset)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from edgekit.cli._common import Guard, configure_logging, console
 
 
 def generate(
-    artifact: Path = typer.Option(..., "--artifact", "-a", help="An SD pipeline artifact folder."),
+    artifact: Path | None = typer.Option(
+        None, "--artifact", "-a", help="An SD pipeline artifact folder (from `edgekit export`)."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Instead of --artifact: a PyTorch pipeline (a diffusers folder, e.g. from `edgekit "
+        "train dreambooth`, a preset such as tiny-sd, or a single file with --config), run with "
+        "the same sampler, guidance batched in one UNet call.",
+    ),
     prompt: str = typer.Option(..., "--prompt", "-p", help="What to draw."),
     negative_prompt: str = typer.Option("", help="What to steer away from."),
     steps: int = typer.Option(
@@ -23,18 +34,55 @@ def generate(
         True, help="Also run the PyTorch pipeline the artifact came from and report PSNR."
     ),
     threads: int | None = typer.Option(None, help="Runtime threads (default: runtime's own)."),
+    height: int | None = typer.Option(None, help="With --model: image height in pixels."),
+    width: int | None = typer.Option(None, help="With --model: image width in pixels."),
+    config: Path | None = typer.Option(
+        None, "--config", help="With --model and a single-file checkpoint: its diffusers folder."
+    ),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="With --model: read pickle-based weights (see export)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show runtime logs."),
 ) -> None:
-    """Generate an image with the exported components on their host runtime.
+    """Generate an image with the exported components on their host runtime (--artifact), or
+    with a PyTorch pipeline (--model).
 
-    Exits with code 4 when the image is further from the PyTorch pipeline's than the artifact's
-    precision allows (both images are still written, to look at).
+    Exits with code 4 when the artifact's image is further from the PyTorch pipeline's than the
+    artifact's precision allows (both images are still written, to look at).
     """
     configure_logging(verbose)
     with Guard():
         from edgekit.artifact import prepare_output_dir
-        from edgekit.generate import check_artifact, save_png
+        from edgekit.generate import GenerateError, check_artifact, generate_pytorch, save_png
         from edgekit.generate import generate as run_generate
+
+        if (artifact is None) == (model is None):
+            raise GenerateError(
+                "Pass exactly one of --artifact (an exported pipeline) and --model (a PyTorch "
+                "pipeline).",
+                hint="e.g. --model db/ for a folder `edgekit train dreambooth` wrote.",
+            )
+        if model is not None:
+            prepare_output_dir(out.parent)
+            with console.status(f"Generating {steps} steps with {model} (PyTorch) ..."):
+                result = generate_pytorch(
+                    model,
+                    prompt,
+                    negative_prompt=negative_prompt,
+                    steps=steps,
+                    guidance_scale=guidance,
+                    seed=seed,
+                    height=height,
+                    width=width,
+                    config=config,
+                    allow_pickle=allow_pickle,
+                )
+            save_png(result.image, out)
+            console.print(
+                f"[green]✓[/green] {out} ({result.image.shape[1]}x{result.image.shape[0]}, "
+                f"{result.seconds:.1f} s, PyTorch)"
+            )
+            return
 
         # Every input is checked before any output exists: a wrong artifact leaves no folder.
         check_artifact(artifact, steps=steps)

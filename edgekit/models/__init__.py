@@ -151,10 +151,12 @@ def load_pipeline(
     width: int | None = None,
     config: str | Path | None = None,
     allow_pickle: bool = False,
+    unet_batch: int = 1,
 ) -> LoadedPipeline:
     """Load the chosen (default: all available) components of a Stable Diffusion source.
 
-    `allow_pickle`: as for `load`."""
+    `allow_pickle`: as for `load`. `unet_batch` 2: the UNet takes classifier-free guidance's
+    unconditional and conditional inputs in one call (see PipelineInfo.unet_batch)."""
     if not is_stable_diffusion(source):
         raise SourceError(
             f"'{source}' is not a Stable Diffusion source, so it has no pipeline components.",
@@ -170,6 +172,7 @@ def load_pipeline(
         width=width,
         config=Path(config) if config else None,
         allow_pickle=allow_pickle,
+        unet_batch=unet_batch,
     )
 
 

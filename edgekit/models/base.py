@@ -206,6 +206,12 @@ class PipelineInfo(BaseModel):
     image_height: int
     image_width: int
     text_max_length: int
+    unet_batch: int = Field(
+        1,
+        description="Batch the UNet takes. 1: classifier-free guidance calls it twice per step "
+        "(unconditional, then conditional); 2: once, with the unconditional input first and the "
+        "conditional second in the batch (sample and timestep repeated).",
+    )
     tokenizer_files: list[str] = Field(default_factory=list)
     scheduler: SchedulerSpec = Field(
         description="The denoising loop: sampler and every parameter (the source's noise "

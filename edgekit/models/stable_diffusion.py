@@ -42,6 +42,8 @@ from edgekit.models.weights import (
 from edgekit.scheduling import SchedulerSpec, diffusers_config, spec_from_source_config
 
 COMPONENTS = ["text-encoder", "unet", "vae-decoder"]
+# UNet batch sizes a pipeline exports: 1 (one call per guidance branch) or 2 (both in one call).
+GUIDANCE_BATCHES = (1, 2)
 TEXT_SEQUENCE_LENGTH = clip_tokenizer.MAX_LENGTH
 # SD's VAE downsamples by 8; used when a folder has no vae/config.json to read it from.
 DEFAULT_VAE_SCALE_FACTOR = 8
@@ -511,8 +513,18 @@ def load_pipeline(
     width: int | None = None,
     config: Path | None = None,
     allow_pickle: bool = False,
+    unet_batch: int = 1,
 ) -> LoadedPipeline:
-    """Several components (default: all the source has) for one pipeline artifact."""
+    """Several components (default: all the source has) for one pipeline artifact.
+
+    `unet_batch` 2 makes the UNet take the guided step's two inputs in one call (apple's
+    ml-stable-diffusion exports it so): one run of a batch of 2 costs less than two runs of 1
+    on most runtimes, and `generate` then calls it once per step."""
+    if unet_batch not in GUIDANCE_BATCHES:
+        raise SourceError(
+            f"UNet batch {unet_batch} is not allowed.",
+            hint="use 1 (one call per guidance branch) or 2 (both branches in one call).",
+        )
     src = _source(source, config, allow_pickle=allow_pickle)
     chosen = components or src.available()
     for component in chosen:
@@ -522,20 +534,22 @@ def load_pipeline(
     loaded: dict[str, LoadedModel] = {}
     for component in [c for c in COMPONENTS if c in chosen]:
         module, digest = src.build(component)
-        options = {"component": component, "height": height, "width": width, "batch_size": 1}
+        batch = unet_batch if component == "unet" else 1
+        options = {"component": component, "height": height, "width": width, "batch_size": batch}
         info = src.source_info(component, digest, options)
-        loaded[component] = _wrap(component, module, shapes, info, 1)
+        loaded[component] = _wrap(component, module, shapes, info, batch)
     pipeline_digest = sha256_of_text("".join(m.source.sha256 for m in loaded.values()))
     options = {
         "components": list(loaded),
         "available": src.available(),
         "height": height,
         "width": width,
+        "unet_batch": unet_batch,
     }
     return LoadedPipeline(
         components=loaded,
         source=src.source_info(None, pipeline_digest, options),
-        info=shapes.info(scheduler),
+        info=shapes.info(scheduler).model_copy(update={"unet_batch": unet_batch}),
         # The scheduler file is written from the spec read above (the manifest's), not read
         # from the source again: one read, so file and manifest cannot disagree.
         write_assets=lambda folder: [
