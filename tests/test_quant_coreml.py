@@ -47,6 +47,8 @@ LAYER_COUNT = 90  # conv and linear layers of tiny-mobilevit
 # on tiny-mobilevit, to fp16 about 73 dB, an fp32 copy over 140 dB (only the BatchNorm fold's
 # float rounding), a weight given another layer's name about 0 dB or another shape.
 INT8_WEIGHT_SQNR_DB = (40.0, 60.0)
+# 4-bit per channel: 22.8-25.0 dB measured (6 dB per bit fewer).
+INT4_WEIGHT_SQNR_DB = (18.0, 30.0)
 FP16_WEIGHT_SQNR_DB = (60.0, 90.0)
 FP32_WEIGHT_MIN_SQNR_DB = 100.0
 
@@ -338,6 +340,82 @@ def test_ios18_weights_are_read_back_too(mobilevit, tmp_path):
             assert within(sqnr, INT8_WEIGHT_SQNR_DB), f"{path}: weight SQNR {sqnr:.1f} dB"
         else:
             assert op_type == "const" and within(sqnr, FP16_WEIGHT_SQNR_DB), path
+
+
+def test_int4_weights_need_ios18_and_the_default_profile_refuses_them(tmp_path):
+    """`--target coreml` is the coreml-ios17 profile: 4-bit weights are refused before anything
+    is converted, naming the first layer and the target that would take them."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    args = ["export", "tiny-mobilevit", "--target", "coreml", "--quant", "int4-weight"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == ExportError.exit_code, result.output
+    assert (
+        f"Core ML cannot realize int4-weight for layer '{STEM}' (and {LAYER_COUNT - 1} more "
+        "layers) before iOS18; the deployment target is iOS17." in result.output
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int4_weights_are_realized_and_read_back_on_ios18(artifacts, mobilevit, tmp_path):
+    """4-bit weights as iOS18 constexpr_blockwise_shift_scale ops with int4 data, every layer
+    read back int4-weight from the package, the stored values each layer's weight rounded to 4
+    bits, and the package smaller than the int8-weight one by the 4-bit half byte."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load
+    from coremltools.converters.mil.mil import types
+
+    plan = QuantPlan(default=P.INT4_WEIGHT)
+    manifest = export_plan(
+        mobilevit, plan, tmp_path, "int4", exporter_options={"minimum_deployment_target": "iOS18"}
+    )
+    component = manifest.component()
+    assert manifest.status == ("verified" if ON_MACOS else "structure-only")
+    check = component.quant
+    assert check.status == "passed" and check.counts == {"int4-weight": LAYER_COUNT}
+    assert component.export.details["quantization"]["weights"].startswith(
+        "linear_quantize_weights int4 per_channel"
+    )
+    if not ON_MACOS:
+        structure = component.verification.structure
+        assert structure.passed, structure.failures
+        assert structure.facts["op_histogram"]["constexpr_blockwise_shift_scale"] == LAYER_COUNT
+
+    # Read independently of edgekit's read-back: int4 data, -7..7 (linear symmetric) ...
+    mlpackage = package(tmp_path / "int4")
+    spec = ct.utils.load_spec(str(mlpackage))
+    program = load(spec, spec.specificationVersion, file_weights_dir=str(mlpackage / WEIGHTS_DIR))
+    stored = [
+        op.data
+        for op in program.functions["main"].operations
+        if op.op_type == "constexpr_blockwise_shift_scale"
+    ]
+    assert {types.builtin_to_string(data.dtype) for data in stored} == {"int4"}
+    assert max(int(np.abs(data.val).max()) for data in stored) == 7
+    # ... whose values are the layers' weights rounded to 4 bits per channel.
+    for path, (op_type, sqnr) in layer_weights(mlpackage, mobilevit, plan).items():
+        assert op_type == "constexpr_blockwise_shift_scale", path
+        assert within(sqnr, INT4_WEIGHT_SQNR_DB), f"{path}: weight SQNR {sqnr:.1f} dB"
+    # The read-back tells 4 bits from 8: against an int8-weight plan this package fails.
+    int8_weight = quant_spec(QuantPlan(default=P.INT8_WEIGHT), mobilevit.module)
+    exporter = CoreMLExporter(minimum_deployment_target="iOS18")
+    realized = exporter.read_layer_precisions(mlpackage, int8_weight)
+    assert set(realized.values()) == {P.INT4_WEIGHT}
+    check = check_realized(int8_weight, realized, evidence=exporter.layer_evidence)
+    assert (
+        check.failures[0] == f"layer '{STEM}' is int4-weight in the artifact, planned int8-weight"
+    )
+
+    # Half a byte per weight less than the int8-weight package; that one (iOS17) also stores
+    # per-channel zero points, so this is a lower bound.
+    def weight_bytes(folder: Path) -> int:
+        return (package(folder) / WEIGHTS_DIR / "weight.bin").stat().st_size
+
+    saved = weight_bytes(artifacts["int8-weight"]) - weight_bytes(tmp_path / "int4")
+    planned = sum(layer.weight.numel() for layer in quantizable_layers(mobilevit.module).values())
+    assert saved >= 0.9 * planned / 2, (saved, planned / 2)
 
 
 def test_quantized_package_is_smaller_than_fp16(artifacts):

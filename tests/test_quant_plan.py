@@ -113,14 +113,34 @@ def test_float_plan_exports_and_is_recorded(tmp_path):
     assert manifest.precision == "fp32" and manifest.status == "verified"
 
 
-def test_a_precision_the_format_cannot_express_is_refused_naming_the_layer(tmp_path):
+@pytest.mark.parametrize(
+    ("target", "quant", "name"),
+    [
+        ("onnx", "fp16", "ONNX"),
+        # 4-bit weights: TFLite and Core ML (iOS18) only; the others refuse them up front.
+        ("onnx", "int4-weight", "ONNX"),
+        ("executorch", "int4-weight", "ExecuTorch"),
+    ],
+)
+def test_a_precision_the_format_cannot_express_is_refused_naming_the_layer(
+    tmp_path, target, quant, name
+):
     result = runner.invoke(
         app,
-        ["export", "tiny-mobilevit", "--target", "onnx", "--quant", "fp16", "--out", str(tmp_path)],
+        ["export", "tiny-mobilevit", "--target", target, "--quant", quant, "--out", str(tmp_path)],
     )
     assert result.exit_code == ExportError.exit_code, result.output
-    assert "ONNX cannot realize fp16 for layer 'mobilevit.conv_stem.convolution'" in result.output
+    assert (
+        f"{name} cannot realize {quant} for layer 'mobilevit.conv_stem.convolution' "
+        "(and 89 more layers); it supports fp32, int8, int8-dynamic per layer." in result.output
+    )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int4_weight_is_a_uniform_named_plan(mobilevit):
+    plan = load_plan("int4-weight", mobilevit.module)
+    assert plan == QuantPlan(name="int4-weight", default=LayerPrecision.INT4_WEIGHT)
+    assert set(resolve(plan, mobilevit.module).values()) == {LayerPrecision.INT4_WEIGHT}
 
 
 def test_quant_and_precision_together_are_refused(tmp_path):

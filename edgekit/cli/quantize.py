@@ -66,7 +66,8 @@ def analyze(
         list[str] | None,
         typer.Option(
             "--scheme",
-            help="Schemes to measure (repeatable): int8, int8-dynamic, int8-weight. Default: all.",
+            help="Schemes to measure (repeatable): int8, int8-dynamic, int8-weight, int4-weight. "
+            "Default: all.",
         ),
     ] = None,
     chart: Annotated[
@@ -78,7 +79,8 @@ def analyze(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Quantize one layer at a time (int8, int8-dynamic, int8-weight) and measure the output."""
+    """Quantize one layer at a time (int8, int8-dynamic, int8-weight, int4-weight) and measure
+    the output."""
     configure_logging(verbose)
     with Guard():
         from rich.progress import Progress
@@ -138,30 +140,38 @@ def plan(
         float | None, typer.Option("--max-size", help="Largest weight size, MB (10^6 bytes).")
     ] = None,
     scheme: Annotated[
-        str, typer.Option(help="Precision of quantized layers: int8, int8-dynamic, int8-weight.")
-    ] = "int8",
+        list[str] | None,
+        typer.Option(
+            "--scheme",
+            help="Precision of quantized layers: int8, int8-dynamic, int8-weight, int4-weight. "
+            "Repeat it for a ladder of weight sizes: with --scheme int8-weight --scheme "
+            "int4-weight, layers step down to 4 bits (least sensitive first) once every layer "
+            "has int8 weights. Default: int8.",
+        ),
+    ] = None,
 ) -> None:
     """Pick the smallest plan within the budget; print the size/fidelity Pareto curve."""
     configure_logging(False)
     with Guard():
         from edgekit.artifact import write_bytes_atomic
         from edgekit.quant.analyze import ANALYZED_SCHEMES, read_report
-        from edgekit.quant.planner import candidates, choose, plan_for
+        from edgekit.quant.planner import candidates, choose, plan_for, scheme_ladder
 
-        chosen_scheme = _schemes([scheme], ANALYZED_SCHEMES)[0]
+        ladder = scheme_ladder(_schemes(scheme or ["int8"], ANALYZED_SCHEMES))
         report = read_report(sensitivity)
-        curve = candidates(report, chosen_scheme)
+        curve = candidates(report, *ladder)
         chosen = choose(
             curve, min_sqnr_db=min_sqnr, max_top1_drop_pct=max_top1_drop, max_size_mb=max_size
         )
-        chosen_plan = plan_for(report, chosen, chosen_scheme, name=out.stem)
-        _print_curve(curve, chosen)
+        chosen_plan = plan_for(report, chosen, name=out.stem)
+        _print_curve(curve, chosen, ladder)
         write_bytes_atomic(
             out, (chosen_plan.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
         )
         kept = len(report.layers) - chosen.layer_count
+        counts = "".join(f"{chosen.count_at(s)} layers {s}, " for s in ladder if chosen.count_at(s))
         console.print(
-            f"[green]✓[/green] plan at [bold]{out}[/bold]: {chosen.layer_count} layers {scheme}, "
+            f"[green]✓[/green] plan at [bold]{out}[/bold]: {counts}"
             f"{kept} float; {chosen.size_bytes / 1e6:.2f} MB of weights "
             f"({curve[0].size_bytes / chosen.size_bytes:.2f}x smaller than fp32), predicted "
             f"{chosen.predicted_sqnr_db:.1f} dB"
@@ -269,10 +279,13 @@ def _print_attention_products(report) -> None:
     console.print(table)
 
 
-def _print_curve(curve, chosen) -> None:
+def _print_curve(curve, chosen, ladder) -> None:
     table = Table(title="Pareto curve: weight size vs predicted fidelity", title_justify="left")
-    for column in ["layers quantized", "size MB", "x smaller", "predicted SQNR dB", "top-1 drop"]:
+    # With a ladder of schemes: how many layers sit on each step below the first.
+    lower = [f"at {s}" for s in ladder[1:]]
+    for column in ["layers quantized", *lower, "size MB", "x smaller", "predicted SQNR dB"]:
         table.add_column(column, justify="right")
+    table.add_column("top-1 drop", justify="right")
     step = max(1, len(curve) // CURVE_POINTS_SHOWN)
     shown = sorted({*range(0, len(curve), step), len(curve) - 1, curve.index(chosen)})
     for index in shown:
@@ -280,6 +293,7 @@ def _print_curve(curve, chosen) -> None:
         mark = " ←" if c is chosen else ""
         table.add_row(
             f"{c.layer_count}{mark}",
+            *(f"{c.count_at(s)}" for s in ladder[1:]),
             f"{c.size_bytes / 1e6:.3f}",
             f"{curve[0].size_bytes / c.size_bytes:.2f}",
             f"{c.predicted_sqnr_db:.1f}",

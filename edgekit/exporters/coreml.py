@@ -8,16 +8,17 @@ plainly that numerics were not checked ("Model prediction is only supported on m
 The input to coremltools is an ATen-dialect `ExportedProgram`, not a TorchScript trace:
 `ct.convert` of a `torch.jit.trace` breaks under numpy 2.4, the torch.export path does not.
 
-Quantization plans are realized with coremltools.optimize: int8 weights (per-channel, stored
-int8 and dequantized by `constexpr_*` ops at load) through `linear_quantize_weights`, int8
-activations through `linear_quantize_activations`, float layers at fp16 or fp32. Per-layer
-configs are keyed by the names of the layers' weight consts, and those names are made by edgekit:
-coremltools folds each BatchNorm into its convolution and names the folded weight `const_382`,
-which says nothing about the layer. So every fx node is tagged with a debug handle before
-conversion (coremltools carries handles through its passes as op scopes, the folded conv taking
-its BatchNorm's), and a pass at the end of conversion names each layer's weight after the layer:
-`p_<module path with _ for .>_weight` (torch.export's name of that parameter). The package is
-thereby self-describing: the plan check reads the layers back by those names, from the file.
+Quantization plans are realized with coremltools.optimize: int8 or 4-bit weights (per-channel,
+stored int8/int4 and dequantized by `constexpr_*` ops at load; 4-bit from iOS18) through
+`linear_quantize_weights`, int8 activations through `linear_quantize_activations`, float layers
+at fp16 or fp32. Per-layer configs are keyed by the names of the layers' weight consts, and those
+names are made by edgekit: coremltools folds each BatchNorm into its convolution and names the
+folded weight `const_382`, which says nothing about the layer. So every fx node is tagged with a
+debug handle before conversion (coremltools carries handles through its passes as op scopes, the
+folded conv taking its BatchNorm's), and a pass at the end of conversion names each layer's
+weight after the layer: `p_<module path with _ for .>_weight` (torch.export's name of that
+parameter). The package is thereby self-describing: the plan check reads the layers back by
+those names, from the file.
 """
 
 from __future__ import annotations
@@ -69,12 +70,18 @@ ML_PROGRAM = "mlProgram"
 DEBUG_MAPPING_FILE = "executorch_debug_handle_mapping.json"
 
 # Quantization. Int8 weights are constexpr ops, which ML programs have from iOS16; int8
-# activations (quantize/dequantize ops, calibrated) from iOS17.
-MIN_QUANT_TARGETS = {LayerPrecision.INT8_WEIGHT: "iOS16", LayerPrecision.INT8: "iOS17"}
-# Ops that hold a weight in int8 and dequantize it when the model loads: the iOS16/17 op (data in
-# its attributes) and the iOS18 one (data from an int8 const input).
+# activations (quantize/dequantize ops, calibrated) from iOS17; 4-bit weights from iOS18 (the
+# constexpr_blockwise_shift_scale op; coremltools refuses int4 for older targets).
+MIN_QUANT_TARGETS = {
+    LayerPrecision.INT8_WEIGHT: "iOS16",
+    LayerPrecision.INT8: "iOS17",
+    LayerPrecision.INT4_WEIGHT: "iOS18",
+}
+# Ops that hold a weight in int8 (or int4) and dequantize it when the model loads: the iOS16/17 op
+# (data in its attributes) and the iOS18 one (data from an int8/int4 const input).
 DEQUANTIZING_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 INT8_DTYPES = ("int8", "uint8")
+INT4_DTYPES = ("int4", "uint4")
 # The op an int8-activation (W8A8) layer's input comes from: int8 values back to float.
 ACTIVATION_DEQUANTIZE_OP = "dequantize"
 # coremltools' linear quantizer for both weights and activations. Per-channel symmetric int8 is
@@ -82,6 +89,13 @@ ACTIVATION_DEQUANTIZE_OP = "dequantize"
 # for int8 means it, however small the layer (the default 2048 silently skips small weights).
 LINEAR_QUANTIZER = {"mode": "linear_symmetric", "dtype": "int8"}
 WEIGHT_GRANULARITY = "per_channel"
+# The stored weight dtype of each quantized precision: int4-weight the same linear symmetric
+# per-channel quantizer with 4-bit data (range -7..7, scale max|w| / 7).
+WEIGHT_DTYPES = {
+    LayerPrecision.INT8: "int8",
+    LayerPrecision.INT8_WEIGHT: "int8",
+    LayerPrecision.INT4_WEIGHT: "int4",
+}
 # torch.export ops whose BatchNorm coremltools folds into the conv before it; the folded conv
 # inherits the BatchNorm's scope, so the BatchNorm is tagged as part of the conv's layer.
 BATCH_NORM_OP = "batch_norm"
@@ -89,8 +103,8 @@ BATCH_NORM_OP = "batch_norm"
 NAMING_PASS = "edgekit::name_layer_weights"
 LAYER_EVIDENCE = (
     "per conv/linear op of the ML program: the weight feeding it, found by the layer name "
-    "edgekit gives its const (fp16/fp32 const, or int8 constexpr dequantize op), and whether "
-    "its input comes from a dequantize op (int8 activations)"
+    "edgekit gives its const (fp16/fp32 const, or int8/int4 constexpr dequantize op), and "
+    "whether its input comes from a dequantize op (int8 activations)"
 )
 # coremltools 9 collects activation ranges by running the float model with MLModel.predict
 # (optimize.coreml.experimental ModelDebugger), which raises "Model prediction is only supported
@@ -118,6 +132,7 @@ class CoreMLExporter:
         LayerPrecision.FP16,
         LayerPrecision.INT8_WEIGHT,
         LayerPrecision.INT8,
+        LayerPrecision.INT4_WEIGHT,
     )
     layer_evidence = LAYER_EVIDENCE
     runtime_modules = ("coremltools",)
@@ -620,8 +635,8 @@ def _tensor_dtype(value_type: Any) -> str:
 
 def _realized_precision(op: Any, producers: dict[str, Any], path: str) -> LayerPrecision:
     """The precision of one layer op, from the op that produces its weight: a float const
-    (fp16/fp32), or an int8 constexpr dequantize op (int8 weights), the latter with int8
-    activations when the op's input comes from a dequantize op."""
+    (fp16/fp32), or an int8 or int4 constexpr dequantize op (int8 or 4-bit weights), the int8 one
+    with int8 activations when the op's input comes from a dequantize op."""
     weight = producers.get(_argument(op, "weight") or "")
     if weight is None:
         raise ValueError(f"no op of the program produces the weight of layer '{path}'")
@@ -637,12 +652,15 @@ def _realized_precision(op: Any, producers: dict[str, Any], path: str) -> LayerP
         stored = _tensor_dtype(weight.attributes["quantized_data"].type)
     else:
         stored = _input_dtype(weight, "data", producers)
-    if stored not in INT8_DTYPES:
-        raise ValueError(f"the weight of layer '{path}' is stored as {stored}, not int8")
+    if stored not in INT8_DTYPES + INT4_DTYPES:
+        raise ValueError(f"the weight of layer '{path}' is stored as {stored}, not int8 or int4")
     source = producers.get(_argument(op, "x") or "")
-    if source is not None and source.type == ACTIVATION_DEQUANTIZE_OP:
-        return LayerPrecision.INT8
-    return LayerPrecision.INT8_WEIGHT
+    int8_activations = source is not None and source.type == ACTIVATION_DEQUANTIZE_OP
+    if stored in INT4_DTYPES:
+        if int8_activations:
+            raise ValueError(f"layer '{path}' has int4 weights and int8 activations")
+        return LayerPrecision.INT4_WEIGHT
+    return LayerPrecision.INT8 if int8_activations else LayerPrecision.INT8_WEIGHT
 
 
 @dataclass
@@ -852,16 +870,21 @@ def _quantize(mlmodel: Any, quant: QuantSpec) -> dict[str, Any]:
         facts["activations"] = "linear_quantize_activations int8 symmetric"
         facts["calibration_inputs"] = quant.calibration.count if quant.calibration else 0
 
-    weight_config = cto.OpLinearQuantizerConfig(
-        **LINEAR_QUANTIZER, granularity=WEIGHT_GRANULARITY, weight_threshold=0
-    )
+    weight_configs = {
+        precision: cto.OpLinearQuantizerConfig(
+            **{**LINEAR_QUANTIZER, "dtype": dtype},
+            granularity=WEIGHT_GRANULARITY,
+            weight_threshold=0,
+        )
+        for precision, dtype in WEIGHT_DTYPES.items()
+    }
     configs = {
-        _argument(op, "weight"): None if quant.layers[path] in FLOAT_PRECISIONS else weight_config
-        for path, op in layer_ops
+        _argument(op, "weight"): weight_configs.get(quant.layers[path]) for path, op in layer_ops
     }
     mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=configs))
     quantized = [path for path, p in quant.layers.items() if p not in FLOAT_PRECISIONS]
-    facts["weights"] = f"linear_quantize_weights int8 {WEIGHT_GRANULARITY} symmetric"
+    dtypes = "/".join(sorted({WEIGHT_DTYPES[quant.layers[path]] for path in quantized}))
+    facts["weights"] = f"linear_quantize_weights {dtypes} {WEIGHT_GRANULARITY} symmetric"
     facts["quantized_layers"] = len(quantized)
     return {"model": mlmodel, **facts}
 

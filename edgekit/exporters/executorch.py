@@ -74,7 +74,9 @@ class ExecuTorchExporter:
     name = "executorch"
     display_name = "ExecuTorch"
     # What the XNNPACK quantizer and delegate realize per layer: static int8 (per-channel
-    # weights, calibrated activations) and dynamic int8 (activations quantized per run).
+    # weights, calibrated activations) and dynamic int8 (activations quantized per run). No
+    # int4-weight (not built): edgekit configures XNNPACKQuantizer with 8-bit weights only, and
+    # reads back qint8/qcint8 weights, not XNNPACK's 4-bit (qcint4) ones.
     layer_precisions = (LayerPrecision.FP32, LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC)
     layer_evidence = (
         "datatypes of each convolution / fully-connected node's input and weights in the .pte's "

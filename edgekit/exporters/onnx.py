@@ -83,6 +83,9 @@ CALIBRATION_CHUNK = 16
 class OnnxExporter:
     name = "onnx"
     display_name = "ONNX"
+    # No int4-weight (not built): onnxruntime's MatMulNBits covers MatMul only, not Conv, and its
+    # QDQ quantizer stores 4-bit weights natively only from opset 21 (com.microsoft Q/DQ ops
+    # before); this exporter writes opset 18 and reads back int8 QDQ only.
     layer_precisions = (LayerPrecision.FP32, LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC)
     layer_evidence = (
         "ops at each conv/linear node (tagged with its module path): float weights (fp32), "

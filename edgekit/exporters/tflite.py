@@ -14,6 +14,12 @@ edgekit resolves every op to the planned layer it computes (`_layer_ops`), decid
 precision itself, and hands the quantizer exact names. The written file is then read back layer
 by layer (`read_layer_precisions`): weight dtypes, DEQUANTIZE ops and activation dtypes.
 
+4-bit weights (int4-weight) go the same way, where the quantizer takes them: its policy gives
+4-bit weight-only configs to CONV_2D and FULLY_CONNECTED but not to DEPTHWISE_CONV_2D, and a
+rule for an op it cannot take leaves the op float without a word. So a plan with 4-bit depthwise
+convolutions is refused before converting (`plan_unsupported_reason`), asking the quantizer
+itself which ops take them.
+
 A model whose fp32 weights reach the 2 GB flatbuffer limit (the SD 1.5 UNet) has no float file
 to quantize: its conv/linear weights are quantized to int8 in PyTorch first (litert-torch's
 PT2E path, int8-weight or int8-dynamic), and lowered as int8 constants. The same read-back
@@ -74,12 +80,14 @@ class TFLiteExporter:
     name = "tflite"
     display_name = "TFLite"
     # fp16: weights stored as float16, dequantized once at load (TFLite's float16 quantization).
+    # int4-weight: not for every layer kind; `plan_unsupported_reason` says which.
     layer_precisions = (
         LayerPrecision.FP32,
         LayerPrecision.FP16,
         LayerPrecision.INT8,
         LayerPrecision.INT8_DYNAMIC,
         LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.INT4_WEIGHT,
     )
     layer_evidence = (
         "per conv/linear op found by module path in tensor names: weight dtype, DEQUANTIZE on "
@@ -154,6 +162,28 @@ class TFLiteExporter:
                 "op_count": sum(op_histogram.values()),
                 "op_histogram": op_histogram,
             },
+        )
+
+    def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
+        """Refuses 4-bit weights for a layer whose op ai-edge-quantizer gives none (depthwise
+        convolutions): it would keep the op float silently, and the read-back would only fail
+        the export after converting."""
+        from edgekit.quant.plan import quantizable_layers
+
+        planned = quant.layers_at(LayerPrecision.INT4_WEIGHT)
+        if not planned:
+            return None
+        layers = quantizable_layers(model.module)
+        takes = _int4_weight_ops()
+        refused = [path for path in planned if _layer_op_kind(layers[path]) not in takes]
+        if not refused:
+            return None
+        more = f" (and {len(refused) - 1} more layers)" if len(refused) > 1 else ""
+        return (
+            f"TFLite cannot realize int4-weight for layer '{refused[0]}'{more}: it becomes a "
+            f"{_layer_op_kind(layers[refused[0]])} op, and ai-edge-quantizer "
+            f"{importlib.metadata.version('ai-edge-quantizer')} gives 4-bit weights only to "
+            f"{', '.join(sorted(takes))} ops. Plan int8-weight for those layers."
         )
 
     def read_layer_precisions(
@@ -500,12 +530,16 @@ def _layer_ops(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> dict[
 
 def _realized_precision(path: str, ops: list[_Op]) -> LayerPrecision:
     """What the file computes a layer at, from its op(s): int8 weights with int8 activations
-    (static), int8 weights into a float op (dynamic range), a DEQUANTIZE from int8 (weight-only)
-    or from float16 (fp16 weights), or float32 weights."""
+    (static), int8 weights into a float op (dynamic range), a DEQUANTIZE from int8 or int4
+    (weight-only) or from float16 (fp16 weights), or float32 weights. (INT4 weights straight
+    into a float op would be a hybrid kernel quantizing activations per run: no edgekit
+    precision, so not read as int4-weight.)"""
     realized = set()
     for op in ops:
         if op.weight_dequantized_from == "INT8" and op.activation_dtype == "FLOAT32":
             realized.add(LayerPrecision.INT8_WEIGHT)
+        elif op.weight_dequantized_from == "INT4" and op.activation_dtype == "FLOAT32":
+            realized.add(LayerPrecision.INT4_WEIGHT)
         elif op.weight_dequantized_from == "FLOAT16" and op.activation_dtype == "FLOAT32":
             realized.add(LayerPrecision.FP16)
         elif op.weight_dtype == "INT8" and op.activation_dtype == "INT8":
@@ -541,6 +575,7 @@ def _op_precisions(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> l
         LayerPrecision.FP32,
         LayerPrecision.FP16,
         LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.INT4_WEIGHT,
         LayerPrecision.INT8_DYNAMIC,
         LayerPrecision.INT8,
     )
@@ -582,6 +617,7 @@ def _recipe_rules(
     for precision in (
         LayerPrecision.FP16,
         LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.INT4_WEIGHT,
         LayerPrecision.INT8_DYNAMIC,
         LayerPrecision.INT8,
     ):
@@ -665,6 +701,9 @@ def _recipe_manager(rules: list[tuple[str, LayerPrecision]]) -> Any:
             )
         elif precision == LayerPrecision.INT8_WEIGHT:
             manager.add_weight_only_config(regex, all_ops, num_bits=8)
+        elif precision == LayerPrecision.INT4_WEIGHT:
+            # Symmetric, per output channel (the defaults), packed two values to a byte.
+            manager.add_weight_only_config(regex, all_ops, num_bits=4)
         elif precision == LayerPrecision.INT8_DYNAMIC:
             manager.add_dynamic_config(regex, all_ops, num_bits=8)
         else:
@@ -678,6 +717,34 @@ def _recipe_manager(rules: list[tuple[str, LayerPrecision]]) -> Any:
             ".*(?#model inputs and outputs)", io, algorithm_key=algorithms.NO_QUANTIZE
         )
     return manager
+
+
+def _int4_weight_ops() -> frozenset[str]:
+    """The conv/linear ops this ai-edge-quantizer gives 4-bit weight-only weights, asked the way
+    it decides when quantizing: a recipe of that one rule, and the config it picks per op kind
+    (NO_QUANTIZE where its policy has no such config for the op)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    recipe = _recipe_manager([(".*", LayerPrecision.INT4_WEIGHT)])
+    return frozenset(
+        kind
+        for kind in _LAYER_OPS
+        if recipe.get_quantization_configs(qtyping.TFLOperationName(kind), "")[0]
+        != algorithm_manager.AlgorithmName.NO_QUANTIZE
+    )
+
+
+def _layer_op_kind(layer: torch.nn.Module) -> str:
+    """The op litert-torch lowers a conv/linear layer to, as its files show: a Linear a
+    FULLY_CONNECTED, a depthwise Conv2d (one group per input channel) a DEPTHWISE_CONV_2D, any
+    other convolution (grouped ones and Conv1d too) a CONV_2D."""
+    import torch
+
+    if isinstance(layer, torch.nn.Linear):
+        return "FULLY_CONNECTED"
+    if isinstance(layer, torch.nn.Conv2d) and 1 < layer.groups == layer.in_channels:
+        return "DEPTHWISE_CONV_2D"
+    return "CONV_2D"
 
 
 def _calibrate(

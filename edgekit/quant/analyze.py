@@ -12,7 +12,9 @@ Schemes, simulated the way the runtimes compute them:
 - int8: weights symmetric per output channel, the layer's input activation affine per tensor
   with its range observed over the calibration inputs (static W8A8: ONNX QDQ, XNNPACK, LiteRT);
 - int8-dynamic: the same weights, the activation range taken from each input at run time;
-- int8-weight: int8 weights only, computed in float (Core ML's linear weight quantization).
+- int8-weight: int8 weights only, computed in float (Core ML's linear weight quantization);
+- int4-weight: 4-bit weights only (symmetric per output channel, scale max|w| / 7 over -8..7, as
+  ai-edge-quantizer and coremltools round them), computed in float.
 
 Observers and fake-quantize ops are PyTorch's own (torch.ao.quantization), so the rounding is
 the reference rounding the converters implement. Results are written after every layer: an
@@ -49,14 +51,25 @@ if TYPE_CHECKING:
 SENSITIVITY_SCHEMA_VERSION = "1.1"  # 1.1: attention_matmuls
 # Inputs stacked into one forward pass during analysis.
 ANALYSIS_BATCH = 16
-ANALYZED_SCHEMES = (LayerPrecision.INT8, LayerPrecision.INT8_DYNAMIC, LayerPrecision.INT8_WEIGHT)
-# Bytes per weight stored at each precision (int8 per-channel scales are negligible).
+# int4-weight is measured by default too: the planner can step a layer down to 4 bits only where
+# the file holds its measurement, and it is one more pass per layer of the cheapest kind (inputs
+# stacked, no activation hooks): about a quarter of the analysis time on tiny-mobilevit. Where
+# that is too long (the SD UNet with --prompts), --scheme leaves it out.
+ANALYZED_SCHEMES = (
+    LayerPrecision.INT8,
+    LayerPrecision.INT8_DYNAMIC,
+    LayerPrecision.INT8_WEIGHT,
+    LayerPrecision.INT4_WEIGHT,
+)
+# Bytes per weight stored at each precision (per-channel scales are negligible); 4-bit weights
+# are packed two to a byte.
 WEIGHT_BYTES = {
     LayerPrecision.FP32: 4.0,
     LayerPrecision.FP16: 2.0,
     LayerPrecision.INT8: 1.0,
     LayerPrecision.INT8_DYNAMIC: 1.0,
     LayerPrecision.INT8_WEIGHT: 1.0,
+    LayerPrecision.INT4_WEIGHT: 0.5,
 }
 
 
@@ -245,12 +258,16 @@ def fake_quantized(
     input_ranges: dict[str, tuple[float, float]],
 ) -> Iterator[None]:
     """Within the block, `layers` compute as `scheme` would: weights replaced by their int8
-    round trip, inputs (int8, int8-dynamic) by theirs. Restored on exit, even on error."""
+    (int4-weight: 4-bit) round trip, inputs (int8, int8-dynamic) by theirs. Restored on exit,
+    even on error."""
     saved = {path: layer.weight.data for path, layer in layers.items()}
     handles = []
+    round_trip = (
+        fake_quantize_weight_int4 if scheme == LayerPrecision.INT4_WEIGHT else fake_quantize_weight
+    )
     try:
         for path, layer in layers.items():
-            layer.weight.data = fake_quantize_weight(layer.weight.data)
+            layer.weight.data = round_trip(layer.weight.data)
             if scheme == LayerPrecision.INT8:
                 low, high = input_ranges[path]
                 handles.append(layer.register_forward_pre_hook(_static_input_hook(low, high)))
@@ -275,6 +292,20 @@ def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
     observer(weight)
     scale, zero_point = observer.calculate_qparams()
     return torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), 0, -128, 127)
+
+
+def fake_quantize_weight_int4(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel 4-bit, as ai-edge-quantizer and coremltools store it: scale
+    max|w| / 7 per channel, values rounded into -8..7. Not PyTorch's observer: its symmetric scale
+    divides by (quant_max - quant_min) / 2 = 7.5, which would clip each channel's largest weight
+    to 7 steps where the converters keep it exact."""
+    import torch
+
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    # An all-zero channel keeps a tiny scale (zeros round trip exactly either way).
+    scale = (flat.abs().amax(dim=1) / 7).clamp(min=torch.finfo(torch.float32).tiny)
+    zero_point = torch.zeros(weight.shape[0], dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero_point, 0, -8, 7)
 
 
 def _fake_quantize_activation(x: torch.Tensor, low: float, high: float) -> torch.Tensor:

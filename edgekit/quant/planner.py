@@ -9,15 +9,24 @@ The candidates form the Pareto curve of size against predicted fidelity (each is
 plan of its size under the model); the chosen plan is the smallest one within every budget given.
 The export then measures the real fidelity of what it wrote: the prediction picks, verification
 judges.
+
+Several schemes make a ladder of weight sizes (int8-weight, then int4-weight): once every layer
+is at the larger one, the curve goes on stepping layers down to the next, the least sensitive at
+that scheme first, each step swapping the layer's noise at the larger scheme for its noise at the
+smaller. A size budget that every layer at int8 cannot meet then puts the layers that tolerate 4
+bits best at 4 bits, and only as many as the budget needs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import pairwise
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.analyze import SensitivityReport, weight_bytes
+from edgekit.quant.analyze import WEIGHT_BYTES, SensitivityReport, weight_bytes
 from edgekit.quant.plan import LayerPrecision, QuantPlan
 from edgekit.validate import SQNR_CEILING_DB
 
@@ -34,35 +43,69 @@ class Candidate:
     size_bytes: float
     predicted_sqnr_db: float
     predicted_top1_drop: float | None  # fraction, classifiers only
+    # Quantized layer path -> its scheme (one scheme unless the curve has a ladder of them).
+    precisions: dict[str, LayerPrecision] = field(default_factory=dict)
 
     @property
     def layer_count(self) -> int:
         return len(self.quantized)
 
+    def count_at(self, scheme: LayerPrecision) -> int:
+        return sum(1 for p in self.precisions.values() if p == scheme)
 
-def candidates(report: SensitivityReport, scheme: LayerPrecision) -> list[Candidate]:
-    """Plans quantizing the k least sensitive layers, k = 0 .. all: the Pareto curve."""
-    if scheme not in report.schemes:
-        raise PlanBudgetError(
-            f"The sensitivity file has no {scheme} measurements (it has "
-            f"{', '.join(s.value for s in report.schemes)}).",
-            hint="choose one of those with --scheme, or analyze again with that scheme.",
-        )
-    order = sorted(report.layers, key=lambda entry: -entry.sqnr_db[scheme])
-    curve: list[Candidate] = []
-    noise = 0.0
-    top1_drop: float | None = 0.0 if all(e.top1_agreement for e in order) else None
-    chosen: list[str] = []
-    for entry in [None, *order]:
-        if entry is not None:
-            chosen.append(entry.path)
-            noise += 10 ** (-entry.sqnr_db[scheme] / 10)
-            if top1_drop is not None:
-                top1_drop = min(1.0, top1_drop + 1.0 - entry.top1_agreement[scheme])
-        predicted = SQNR_CEILING_DB if noise == 0 else min(SQNR_CEILING_DB, -10 * math.log10(noise))
-        size = weight_bytes(report, dict.fromkeys(chosen, scheme))
-        curve.append(Candidate(tuple(chosen), size, round(predicted, 2), top1_drop))
+
+def scheme_ladder(schemes: Iterable[LayerPrecision]) -> tuple[LayerPrecision, ...]:
+    """`schemes` from the largest weights to the smallest; refuses two of one size (a layer
+    would step from one to the other and save nothing)."""
+    ladder = tuple(sorted(dict.fromkeys(schemes), key=lambda s: -WEIGHT_BYTES[s]))
+    for larger, smaller in pairwise(ladder):
+        if WEIGHT_BYTES[larger] == WEIGHT_BYTES[smaller]:
+            raise PlanBudgetError(
+                f"{larger} and {smaller} store weights of the same size, so a layer gains nothing "
+                "from stepping from one to the other.",
+                hint="give --scheme once per weight size, e.g. --scheme int8-weight --scheme "
+                "int4-weight.",
+            )
+    return ladder
+
+
+def candidates(report: SensitivityReport, *schemes: LayerPrecision) -> list[Candidate]:
+    """Plans quantizing the k least sensitive layers, k = 0 .. all, at the largest scheme; then,
+    for each smaller scheme, every layer at the scheme before with the k least sensitive at this
+    one (module docstring): the Pareto curve."""
+    for scheme in schemes:
+        if scheme not in report.schemes:
+            raise PlanBudgetError(
+                f"The sensitivity file has no {scheme} measurements (it has "
+                f"{', '.join(s.value for s in report.schemes)}).",
+                hint="choose one of those with --scheme, or analyze again with that scheme.",
+            )
+    precisions: dict[str, LayerPrecision] = {}  # in the order layers were first quantized
+    curve = [_candidate(report, precisions)]
+    for scheme in scheme_ladder(schemes):
+        for entry in sorted(report.layers, key=lambda entry: -entry.sqnr_db[scheme]):
+            precisions[entry.path] = scheme
+            curve.append(_candidate(report, precisions))
     return curve
+
+
+def _candidate(report: SensitivityReport, precisions: dict[str, LayerPrecision]) -> Candidate:
+    """The plan quantizing each layer of `precisions` at its scheme, predicted by adding the
+    layers' noise powers and top-1 losses."""
+    entries = {entry.path: entry for entry in report.layers}
+    noise = sum(10 ** (-entries[p].sqnr_db[s] / 10) for p, s in precisions.items())
+    predicted = SQNR_CEILING_DB if noise == 0 else min(SQNR_CEILING_DB, -10 * math.log10(noise))
+    top1_drop = None
+    if all(entry.top1_agreement for entry in report.layers):
+        lost = sum(1.0 - entries[p].top1_agreement[s] for p, s in precisions.items())
+        top1_drop = min(1.0, lost)
+    return Candidate(
+        quantized=tuple(precisions),
+        size_bytes=weight_bytes(report, precisions),
+        predicted_sqnr_db=round(predicted, 2),
+        predicted_top1_drop=top1_drop,
+        precisions=dict(precisions),
+    )
 
 
 def choose(
@@ -109,18 +152,17 @@ def choose(
     return within[-1]
 
 
-def plan_for(
-    report: SensitivityReport, candidate: Candidate, scheme: LayerPrecision, *, name: str
-) -> QuantPlan:
-    """The candidate as a plan: the scheme by default when most weights are quantized (short
-    plans stay readable), with the other layers as overrides."""
-    quantized = set(candidate.quantized)
-    params = {e.path: e.weight_count for e in report.layers}
-    quantized_params = sum(params[p] for p in quantized)
-    default = scheme if quantized_params * 2 >= sum(params.values()) else LayerPrecision.FP32
-    overrides = {
-        entry.path: (scheme if entry.path in quantized else LayerPrecision.FP32)
-        for entry in report.layers
-        if (entry.path in quantized) != (default == scheme)
+def plan_for(report: SensitivityReport, candidate: Candidate, *, name: str) -> QuantPlan:
+    """The candidate as a plan: the precision holding most weights by default (a quantized one
+    on a tie; short plans stay readable), with the other layers as overrides."""
+    precision = {
+        e.path: candidate.precisions.get(e.path, LayerPrecision.FP32) for e in report.layers
     }
+    weights: Counter[LayerPrecision] = Counter()
+    for entry in report.layers:
+        weights[precision[entry.path]] += entry.weight_count
+    default = max(
+        weights, key=lambda p: (weights[p], p != LayerPrecision.FP32), default=LayerPrecision.FP32
+    )
+    overrides = {path: p for path, p in precision.items() if p != default}
     return QuantPlan(name=name, component=report.component, default=default, overrides=overrides)
