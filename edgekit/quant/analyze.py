@@ -40,7 +40,7 @@ from edgekit.models.base import SourceInfo
 from edgekit.quant import attention as products
 from edgekit.quant.plan import LayerPrecision, is_attention, quantizable_layers, user_root
 from edgekit.quant.spec import CalibrationInputs, CalibrationRecord, executed_layers
-from edgekit.validate import SQNR_CEILING_DB
+from edgekit.validate import SQNR_CEILING_DB, sqnr_db
 
 if TYPE_CHECKING:
     import torch
@@ -429,16 +429,13 @@ def _fidelity(
     classifier: bool,
 ) -> tuple[float, float | None]:
     """Worst output SQNR over all inputs together, and top-1 agreement of the first output."""
-    worst = SQNR_CEILING_DB
-    for name in reference[0]:
-        ref = np.concatenate([r[name].ravel() for r in reference]).astype(np.float64)
-        out = np.concatenate([o[name].ravel() for o in outputs]).astype(np.float64)
-        noise = float(np.sum((ref - out) ** 2))
-        signal = float(np.sum(ref**2))
-        sqnr = (
-            SQNR_CEILING_DB if noise == 0 else min(SQNR_CEILING_DB, 10 * math.log10(signal / noise))
+    worst = min(
+        sqnr_db(
+            np.concatenate([r[name].ravel() for r in reference]),
+            np.concatenate([o[name].ravel() for o in outputs]),
         )
-        worst = min(worst, sqnr)
+        for name in reference[0]
+    )
     top1 = None
     if classifier:
         name = next(iter(reference[0]))
