@@ -15,6 +15,7 @@ from edgekit.cli import export as export_cmd
 from edgekit.cli import generate as generate_cmd
 from edgekit.cli import quantize as quantize_cmd
 from edgekit.cli import quickstart as quickstart_cmd
+from edgekit.cli import train as train_cmd
 
 app = typer.Typer(
     name="edgekit",
@@ -29,6 +30,7 @@ app.command("generate")(generate_cmd.generate)
 app.command("classify")(classify_cmd.classify)
 app.command("quickstart")(quickstart_cmd.quickstart)
 app.add_typer(quantize_cmd.app, name="quantize")
+app.add_typer(train_cmd.app, name="train")
 
 
 def _version(value: bool) -> None:

@@ -125,6 +125,26 @@ class Preprocessing(BaseModel):
         return self.resize_height, self.resize_width
 
 
+# The record `edgekit train` writes beside the weights it trained (config, data hashes, losses).
+TRAINING_CARD_FILE = "training_card.json"
+
+
+class TrainingCardLink(BaseModel):
+    """The training card of a source that `edgekit train` wrote, pinned by its hash."""
+
+    file: str = Field(description="File name, in the source folder.")
+    sha256: str
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> TrainingCardLink | None:
+        """The card `edgekit train` left in a model folder, so an export traces back to the run
+        that made the weights; None for folders it did not write."""
+        card = folder / TRAINING_CARD_FILE
+        if not card.is_file():
+            return None
+        return cls(file=TRAINING_CARD_FILE, sha256=hashlib.sha256(card.read_bytes()).hexdigest())
+
+
 class SourceInfo(BaseModel):
     """Where the weights came from, so a report can be traced back and re-run."""
 
@@ -137,6 +157,9 @@ class SourceInfo(BaseModel):
     )
     component: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="Load options to rebuild it.")
+    training_card: TrainingCardLink | None = Field(
+        None, description="The training card, where `edgekit train` made this source."
+    )
 
 
 @dataclass

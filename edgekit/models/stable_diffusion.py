@@ -13,6 +13,7 @@ timestep, encoder_hidden_states, input_ids, last_hidden_state).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from edgekit.models.base import (
     PipelineInfo,
     SourceInfo,
     TensorSpec,
+    TrainingCardLink,
     sha256_of_files,
     sha256_of_text,
 )
@@ -244,6 +246,9 @@ class _PresetSource:
             SD15_SCHEDULER_CONFIG, origin=f"The {self.name} preset's scheduler config"
         )
 
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(SD15_SCHEDULER_CONFIG)
+
     def write_tokenizer(self, folder: Path) -> list[Path]:
         return clip_tokenizer.write_tokenizer_files(folder)
 
@@ -327,6 +332,7 @@ class _FolderSource:
             random_weights=False,
             component=component,
             options={**options, **consent_option(self.reads_pickle(component))},
+            training_card=TrainingCardLink.in_folder(self.path),
         )
 
     def scheduler_spec(self) -> SchedulerSpec:
@@ -335,6 +341,12 @@ class _FolderSource:
         if not config.is_file():
             return spec_from_source_config(SD15_SCHEDULER_CONFIG, origin="SD 1.5's scheduler")
         return spec_from_source_config(_read_json(config), origin=str(config))
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The source's diffusers scheduler config as it is (training reads its noise schedule
+        and prediction type); SD 1.5's when it ships none."""
+        config = self.path / "scheduler" / SCHEDULER_FILE
+        return _read_json(config) if config.is_file() else dict(SD15_SCHEDULER_CONFIG)
 
     def write_tokenizer(self, folder: Path) -> list[Path]:
         written = []
@@ -556,6 +568,49 @@ def load_pipeline(
             *src.write_tokenizer(folder),
             _write_scheduler(folder, scheduler),
         ],
+    )
+
+
+@dataclass
+class DiffusersParts:
+    """A source's raw diffusers and transformers modules, as training takes them (not wrapped
+    for export), with what drives them: the PipelineInfo that `edgekit.generate.denoise` reads,
+    the source's own scheduler config, and the tokenizer files."""
+
+    text_encoder: nn.Module  # transformers CLIPTextModel
+    unet: nn.Module  # diffusers UNet2DConditionModel
+    vae: nn.Module  # diffusers AutoencoderKL, encoder included
+    info: PipelineInfo  # latent sizes: the UNet config's sample size
+    scheduler_config: dict[str, Any]
+    source: SourceInfo
+    write_tokenizer: Callable[[Path], list[Path]]
+
+
+def load_diffusers_parts(
+    source: str | Path, *, config: Path | None = None, allow_pickle: bool = False
+) -> DiffusersParts:
+    """Every component of a full SD source (preset, diffusers folder, single file + config)."""
+    src = _source(source, config, allow_pickle=allow_pickle)
+    missing = [c for c in COMPONENTS if c not in src.available()]
+    if missing:
+        raise SourceError(
+            f"This source has no {', '.join(missing)}; training needs the whole pipeline.",
+            hint="pass a full diffusers pipeline folder (model_index.json, unet/, vae/, "
+            "text_encoder/), a full preset such as tiny-sd, or a single file with its config "
+            "folder.",
+        )
+    shapes = _Shapes.from_configs(*src.configs(), None, None)
+    info = shapes.info(src.scheduler_spec())
+    built = {component: src.build(component) for component in COMPONENTS}
+    digest = sha256_of_text("".join(d for _, d in built.values()))  # as load_pipeline's
+    return DiffusersParts(
+        text_encoder=built["text-encoder"][0],
+        unet=built["unet"][0],
+        vae=built["vae-decoder"][0],
+        info=info,
+        scheduler_config=src.scheduler_config(),
+        source=src.source_info(None, digest, {"available": src.available()}),
+        write_tokenizer=src.write_tokenizer,
     )
 
 

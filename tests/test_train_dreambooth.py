@@ -1,0 +1,465 @@
+"""`edgekit train dreambooth` on tiny-sd, on the CPU, with real cat photos (scikit-image).
+
+The key test: a run killed (SIGKILL) right after its step-2 checkpoint and resumed with
+`--resume latest` ends with the per-step losses and UNet weights of a run that never stopped,
+bit for bit. Runs use 32 px (16x16 latents through tiny-sd's VAE), 2 class images and 2
+denoising steps per class image, so each takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from edgekit import models
+from edgekit.cli.train import app
+from edgekit.models.base import TRAINING_CARD_FILE
+from edgekit.train import checkpoints
+from edgekit.train.class_images import RECORD_FILE, prepare_class_images
+from edgekit.train.dreambooth import (
+    KILL_AFTER_CHECKPOINT_ENV,
+    LDM_CHECKPOINT_FILE,
+    LORA_FILE,
+    LR_SCHEDULERS,
+    rare_token_warning,
+)
+
+runner = CliRunner()
+STEPS = 4
+
+
+def _write_cats(folder: Path) -> Path:
+    """Three different crops (one mirrored) of scikit-image's cat photo, as PNG."""
+    from PIL import Image
+    from skimage import data
+
+    photo = data.chelsea()  # 300 x 451 RGB
+    folder.mkdir(parents=True)
+    crops = [photo[:, :300], photo[:, 151:], photo[20:280, 80:340][:, ::-1]]
+    for index, crop in enumerate(crops):
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"cat-{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory) -> Path:
+    return _write_cats(tmp_path_factory.mktemp("photos") / "cats")
+
+
+def _settings(cats: Path, out: Path, class_dir: Path, **extra) -> dict:
+    return {
+        "base": "tiny-sd",
+        "instance_dir": str(cats),
+        "instance_prompt": "a photo of sks cat",
+        "class_prompt": "a photo of cat",
+        "class_dir": str(class_dir),
+        "num_class_images": 2,
+        "inference_steps": 2,
+        "max_steps": STEPS,
+        "checkpoint_every": 2,
+        "checkpoints_total_limit": 1,
+        "resolution": 32,
+        "random_flip": True,  # random crops and flips: the resume must replay them too
+        "learning_rate": 1e-4,
+        "report_to": "none",
+        "out": str(out),
+        **extra,
+    }
+
+
+def _yaml(path: Path, settings: dict) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cats, tmp_path_factory):
+    """One 4-step run, start to end, through the CLI; it also generates the class images."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    class_dir = root / "class-images"
+    config = _yaml(root / "db.yaml", _settings(cats, root / "db", class_dir))
+    result = runner.invoke(app, ["dreambooth", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return root / "db", class_dir, result.output
+
+
+def _card(out: Path) -> dict:
+    return json.loads((out / TRAINING_CARD_FILE).read_text())
+
+
+def _unet_weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(uninterrupted, cats, tmp_path):
+    reference, class_dir, _ = uninterrupted
+    out = tmp_path / "db"
+    config = _yaml(tmp_path / "db.yaml", _settings(cats, out, class_dir))
+    killed = subprocess.run(
+        [sys.executable, "-c", "from edgekit.cli.train import app; app()", "dreambooth"]
+        + ["--config", str(config)],
+        env={**os.environ, KILL_AFTER_CHECKPOINT_ENV: "2"},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = checkpoints.checkpoints_dir(out)
+    assert [step for step, _ in checkpoints.complete(folder)] == [2]
+    assert not (out / TRAINING_CARD_FILE).exists()
+
+    # What a kill during a save leaves: a temporary folder, and a folder without the marker.
+    half_written = folder / ".tmp-checkpoint-000004"
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"\0" * 10)
+    (folder / "checkpoint-000003").mkdir()
+    assert checkpoints.resolve("latest", folder) == folder / "checkpoint-000002"
+
+    resumed = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from" in resumed.output
+    assert _card(out)["losses"] == _card(reference)["losses"]
+    assert len(_card(out)["losses"]) == STEPS
+    assert _card(out)["resumed_from"].endswith("checkpoint-000002")
+    expected, actual = _unet_weights(reference), _unet_weights(out)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    # The weights moved: equal runs are not runs that did nothing.
+    base = models.load_pipeline("tiny-sd").components["unet"].module.unet.state_dict()
+    assert not all(torch.equal(base[name], actual[name]) for name in base)
+    assert not half_written.exists()  # cleared by the resumed run
+    assert [step for step, _ in checkpoints.complete(folder)] == [4]  # total limit 1
+
+
+def test_single_file_base_and_the_prediction_type_of_its_scheduler(uninterrupted, cats, tmp_path):
+    out, _, _ = uninterrupted
+    configs = tmp_path / "configs"  # what --base-config holds: configs, tokenizer, scheduler
+    for part in ("unet", "vae", "text_encoder"):
+        (configs / part).mkdir(parents=True)
+        shutil.copy(out / part / "config.json", configs / part / "config.json")
+    shutil.copytree(out / "tokenizer", configs / "tokenizer")
+    (configs / "scheduler").mkdir()
+    scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    first_losses = {}
+    for prediction in ("epsilon", "v_prediction", "sample"):
+        (configs / "scheduler" / "scheduler_config.json").write_text(
+            json.dumps({**scheduler, "prediction_type": prediction})
+        )
+        settings = _settings(cats, tmp_path / prediction, tmp_path / "c", max_steps=1)
+        settings.update(class_prompt=None, class_dir=None, checkpoint_every=10)
+        settings.update(base=str(out / LDM_CHECKPOINT_FILE), base_config=str(configs))
+        result = _invoke(tmp_path, settings)
+        if prediction == "sample":
+            assert result.exit_code == 2 and "predicts 'sample'" in result.output
+            continue
+        assert result.exit_code == 0, result.output
+        card = _card(tmp_path / prediction)
+        assert card["base"]["kind"] == "ldm-checkpoint"
+        first_losses[prediction] = card["losses"][0]["loss"]
+    # Same seed, so same latents, noise and timesteps: only the target differs.
+    assert first_losses["epsilon"] != first_losses["v_prediction"]
+
+
+def test_resume_with_other_settings_is_refused(uninterrupted, cats):
+    out, class_dir, _ = uninterrupted
+    config = _yaml(out.parent / "lora.yaml", _settings(cats, out, class_dir, lora_rank=4))
+    result = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
+    assert result.exit_code == 2
+    assert "Cannot resume from" in result.output and "lora_rank 0 -> 4" in result.output
+
+
+def test_outputs_load_as_pipeline_and_single_file(uninterrupted):
+    out, class_dir, output = uninterrupted
+    card = _card(out)
+    assert card["steps"] == STEPS and card["final_losses"] == card["losses"][-1]
+    assert set(card["final_losses"]) == {"loss", "instance_loss", "prior_loss", "lr"}
+    assert card["final_losses"]["loss"] == pytest.approx(
+        card["final_losses"]["instance_loss"] + card["final_losses"]["prior_loss"]
+    )
+    unet = models.load_pipeline("tiny-sd").components["unet"].module
+    assert card["trainable_parameters"] == sum(p.numel() for p in unet.parameters())
+    assert sorted(card["instance_images"]) == ["cat-0.png", "cat-1.png", "cat-2.png"]
+    assert card["class_images_origin"]["generated"] == 2
+    for name, digest in card["class_images"].items():
+        assert hashlib.sha256((class_dir / name).read_bytes()).hexdigest() == digest
+    assert "generated 2 with tiny-sd, reused 0" in output
+
+    # The diffusers folder, as export reads it, links the card by its sha256.
+    pipeline = models.load_pipeline(out)
+    assert pipeline.source.training_card.file == TRAINING_CARD_FILE
+    card_digest = hashlib.sha256((out / TRAINING_CARD_FILE).read_bytes()).hexdigest()
+    assert pipeline.source.training_card.sha256 == card_digest
+
+    # The single file in the LDM layout gives the same weights, tensor for tensor.
+    single = models.load_pipeline(out / LDM_CHECKPOINT_FILE, config=out)
+    for name, component in pipeline.components.items():
+        expected = component.module.state_dict()
+        actual = single.components[name].module.state_dict()
+        assert expected.keys() == actual.keys(), name
+        assert all(torch.equal(expected[k], actual[k]) for k in expected), name
+    assert (
+        card["outputs"][LDM_CHECKPOINT_FILE]
+        == hashlib.sha256((out / LDM_CHECKPOINT_FILE).read_bytes()).hexdigest()
+    )
+
+
+def _tensorboard_tags(logs: Path) -> tuple[set[str], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for events in logs.rglob("events.out.tfevents*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        images |= set(accumulator.Tags()["images"])
+    return scalars, images
+
+
+def test_lora_with_text_encoder_saves_adapters_merges_them_and_logs(cats, tmp_path):
+    out = tmp_path / "db"
+    settings = _settings(cats, out, tmp_path / "unused", max_steps=2, checkpoint_every=10)
+    settings.update(class_prompt=None, class_dir=None, lora_rank=4, train_text_encoder=True)
+    settings.update(report_to="tensorboard", validation_prompt="a sks cat", validation_every=2)
+    result = runner.invoke(
+        app, ["dreambooth", "--config", str(_yaml(tmp_path / "c.yaml", settings))]
+    )
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    scalars, images = _tensorboard_tags(out / "logs")
+    assert {"loss", "instance_loss", "lr"} <= scalars and images == {"validation"}
+    assert (out / "validation" / "step-000002.png").is_file()
+
+    adapters = load_file(out / LORA_FILE)
+    unet_keys = [k for k in adapters if k.startswith("unet.")]
+    assert {k.split(".")[-4] for k in unet_keys} == {"to_q", "to_k", "to_v", "0"}
+    assert any(k.startswith("text_encoder.") for k in adapters)
+    assert "prior_loss" not in _card(out)["final_losses"]
+
+    # Merged: W = W_base + B A (alpha = rank), and the saved UNet is the plain architecture.
+    trained = _unet_weights(out)
+    assert not any("lora" in name for name in trained)
+    base = models.load_pipeline("tiny-sd").components["unet"].module.unet.state_dict()
+    layer = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+    down = adapters[f"unet.{layer}.lora.down.weight"]
+    up = adapters[f"unet.{layer}.lora.up.weight"]
+    torch.testing.assert_close(trained[f"{layer}.weight"], base[f"{layer}.weight"] + up @ down)
+    assert not torch.equal(up @ down, torch.zeros_like(up @ down))
+    text_encoder = load_file(out / "text_encoder" / "model.safetensors")
+    base_text = models.load_pipeline("tiny-sd").components["text-encoder"].module
+    base_text = base_text.text_model.state_dict()
+    assert text_encoder.keys() == base_text.keys()  # merged back to the plain CLIP layout
+    projection = "encoder.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(text_encoder[projection], base_text[projection])
+
+
+class _FakeGenerator:
+    """Stands for the base model: flat grey images, the record logic is what is tested."""
+
+    def __init__(self) -> None:
+        from edgekit.models.stable_diffusion import load_pipeline
+
+        self.info = load_pipeline("tiny-sd", components=["unet"]).info
+        self.calls: list[list[int]] = []
+
+    def images(self, prompt, seeds, *, steps, guidance_scale):
+        self.calls.append(list(seeds))
+        return np.full((len(seeds), 8, 8, 3), 0.5, dtype=np.float32)
+
+
+def test_class_images_are_recorded_and_reused_only_for_the_same_model_and_prompt(tmp_path):
+    fake = _FakeGenerator()
+
+    def prepare(count: int, sha: str = "a" * 64, prompt: str = "a photo of cat"):
+        return prepare_class_images(
+            tmp_path,
+            prompt=prompt,
+            count=count,
+            model="tiny-sd",
+            model_sha256=sha,
+            seed=10,
+            steps=2,
+            guidance_scale=7.5,
+            batch_size=2,
+            generator=lambda: fake,
+        )
+
+    first = prepare(3)
+    assert (first.generated, first.reused, fake.calls) == (3, 0, [[10, 11], [12]])
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert [(e["seed"], e["prompt"], e["model_sha256"]) for e in record["images"]] == [
+        (s, "a photo of cat", "a" * 64) for s in (10, 11, 12)
+    ]
+    # More asked for later: only the missing ones, with the next seeds.
+    second = prepare(4)
+    assert (second.generated, second.reused, fake.calls[-1]) == (1, 3, [13])
+    # A deleted image is made again, with its own seed, and recorded once.
+    (tmp_path / first.paths[1].name).unlink()
+    again = prepare(4)
+    assert (again.generated, again.reused, fake.calls[-1]) == (1, 3, [11])
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert sorted(e["seed"] for e in record["images"]) == [10, 11, 12, 13]
+    # Another model: none reused, and the message says why.
+    other = prepare(2, sha="b" * 64)
+    assert (other.generated, other.reused) == (2, 0)
+    assert "4 class image(s)" in other.not_reused_warning()
+    assert "another model or prompt" in other.not_reused_warning()
+    assert all(
+        p.name in {e["file"] for e in json.loads((tmp_path / RECORD_FILE).read_text())["images"]}
+        for p in other.paths
+    )
+    # A photo the user put there is theirs: kept, counted, not regenerated.
+    (tmp_path / "mine.png").write_bytes((tmp_path / other.paths[0].name).read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image")
+    mine = prepare(3, sha="b" * 64)
+    assert (mine.user_images, mine.reused, mine.generated) == (1, 2, 0)
+    assert mine.paths[0].name == "mine.png"
+    assert "notes.txt" in mine.skipped_warning
+    # Same model, another prompt: not reused either (the user's photo still is).
+    dogs = prepare(2, sha="b" * 64, prompt="a photo of dog")
+    assert (dogs.user_images, dogs.reused, dogs.generated) == (1, 0, 1)
+    assert "'a photo of cat'" in dogs.not_reused_warning()
+
+
+def _invoke(tmp_path: Path, settings: dict, *args: str):
+    config = _yaml(tmp_path / "db.yaml", settings)
+    return runner.invoke(app, ["dreambooth", "--config", str(config), *args])
+
+
+ON_CPU = not torch.cuda.is_available()
+WITHOUT_WANDB = importlib.util.find_spec("wandb") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "message"),
+    [
+        ({"instance_dir": "EMPTY"}, [], "holds no readable images"),
+        ({"instance_dir": "NOT_IMAGES"}, [], "(1 file(s), none an image)"),
+        ({"learning_rte": 1e-4}, [], "Unknown key 'learning_rte'"),
+        ({"max_steps": "many"}, [], "Bad value for 'max_steps'"),
+        ({"resolution": 60}, [], "must be a multiple of 8"),
+        ({}, ["--resume", "latest"], "no complete checkpoint"),
+        ({"with_prior_preservation": True, "class_prompt": None}, [], "needs class_prompt"),
+        pytest.param(
+            {"mixed_precision": "fp16"},
+            [],
+            "fp16 needs a GPU",
+            marks=pytest.mark.skipif(not ON_CPU, reason="fp16 is allowed on a GPU"),
+        ),
+        pytest.param(
+            {"use_8bit_adam": True},
+            [],
+            "use_8bit_adam needs",  # bitsandbytes missing, or no CUDA
+            marks=pytest.mark.skipif(not ON_CPU, reason="8-bit Adam may run on a GPU"),
+        ),
+        pytest.param(
+            {"report_to": "wandb"},
+            [],
+            "wandb package",
+            marks=pytest.mark.skipif(not WITHOUT_WANDB, reason="wandb is installed"),
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cats, tmp_path, change, args, message):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "NOT_IMAGES").mkdir()
+    (tmp_path / "NOT_IMAGES" / "notes.txt").write_text("a cat")
+    settings = _settings(cats, tmp_path / "out", tmp_path / "class")
+    for key, value in change.items():
+        folder = str(tmp_path / value) if key == "instance_dir" else value
+        settings[key] = folder
+    result = _invoke(tmp_path, settings, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "class").exists()
+
+
+def test_instance_folder_with_a_stray_file_warns_and_lists_it(cats, tmp_path):
+    from edgekit.train.data import load_examples
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes((cats / "cat-0.png").read_bytes())
+    (folder / "README.txt").write_text("my cat")
+    examples = load_examples(folder, "instance", 32)
+    assert [p.name for p in examples.paths] == ["cat.png"]
+    assert "README.txt" in examples.skipped_warning
+    # Shorter side at the resolution, aspect kept: 300 x 300 -> 32 x 32.
+    assert tuple(examples.pixels[0].shape) == (3, 32, 32)
+
+
+def test_rare_token_warning():
+    assert rare_token_warning("a photo of sks cat", "a photo of cat") is None
+    assert "rare identifier" in rare_token_warning("a photo of cat", "a photo of cat")
+    assert "rare identifier" in rare_token_warning("a cat photo", "a photo of a cat")
+    assert rare_token_warning("a photo of cat", None) is None
+
+
+def test_lr_scheduler_names_are_diffusers_ones():
+    from diffusers.optimization import SchedulerType
+
+    assert set(LR_SCHEDULERS) <= {member.value for member in SchedulerType}
+
+
+@pytest.mark.gpu
+def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume(uninterrupted, cats, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    _, class_dir, _ = uninterrupted
+    mixed = _settings(cats, tmp_path / "mixed", class_dir, mixed_precision="fp16", lora_rank=4)
+    mixed.update(train_text_encoder=True, use_8bit_adam=True, gradient_checkpointing=True)
+    result = _invoke(tmp_path, mixed)
+    assert result.exit_code == 0, result.output
+    assert _card(tmp_path / "mixed")["device"].startswith("cuda")
+
+    # CUDA's default kernels differ run to run in the last bits; deterministic ones do not.
+    runs = {}
+    for name, args, env in (
+        ("unbroken", [], {}),
+        ("resumed", [], {KILL_AFTER_CHECKPOINT_ENV: "2"}),
+        ("resumed", ["--resume", "latest"], {}),
+    ):
+        config = _yaml(tmp_path / f"{name}.yaml", _settings(cats, tmp_path / name, class_dir))
+        config.write_text(config.read_text() + "deterministic: true\n")
+        runs[name] = subprocess.run(
+            [sys.executable, "-c", "from edgekit.cli.train import app; app()", "dreambooth"]
+            + ["--config", str(config), *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
+    assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-2000:]
+    assert _card(tmp_path / "resumed")["losses"] == _card(tmp_path / "unbroken")["losses"]
+    expected, actual = _unet_weights(tmp_path / "unbroken"), _unet_weights(tmp_path / "resumed")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+@pytest.mark.slow  # an ONNX export of three components (half a minute)
+def test_export_records_the_training_card(uninterrupted, tmp_path):
+    from edgekit.artifact import read_manifest
+    from edgekit.cli import app as edgekit_app
+
+    out, _, _ = uninterrupted
+    result = runner.invoke(
+        edgekit_app, ["export", str(out), "--target", "onnx", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "db-onnx-fp32")
+    card = hashlib.sha256((out / TRAINING_CARD_FILE).read_bytes()).hexdigest()
+    assert manifest.source.training_card.file == TRAINING_CARD_FILE
+    assert manifest.source.training_card.sha256 == card
