@@ -36,7 +36,18 @@ def test_help_does_not_import_heavy_modules():
     assert "LOADED=\n" in out.stdout, out.stdout[-300:]
 
 
-@pytest.mark.parametrize("command", [[], ["export"], ["bench"], ["quickstart"], ["classify"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["export"],
+        ["bench"],
+        ["quickstart"],
+        ["classify"],
+        ["train", "dreambooth"],
+        ["train", "classifier"],
+    ],
+)
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import typer
 
-from edgekit.cli import train_dreambooth
+from edgekit.cli import train_classifier, train_dreambooth
 
 app = typer.Typer(
     help="Train on a server: personalize Stable Diffusion (DreamBooth), fine-tune MobileViT.",
     no_args_is_help=True,
 )
 # Registrations, one line per command: app.command("name")(function)
+app.command("classifier")(train_classifier.classifier)
 app.command("dreambooth")(train_dreambooth.dreambooth)
 
 

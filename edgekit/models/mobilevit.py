@@ -19,6 +19,7 @@ from edgekit.models.base import (
     ResizeRule,
     SourceInfo,
     TensorSpec,
+    TrainingCardLink,
     sha256_of_files,
     sha256_of_text,
 )
@@ -165,6 +166,7 @@ def load_folder(path: Path, *, batch_size: int = 1, allow_pickle: bool = False) 
         is_preset=False,
         random_weights=False,
         options={"batch_size": batch_size, **consent_option(pickled)},
+        training_card=TrainingCardLink.in_folder(path),
     )
     preprocessing = _preprocessing_from_folder(processor_file, config.image_size)
     return _wrap(model, config, preprocessing, source, batch_size)
@@ -304,3 +306,38 @@ def _preprocessing_from_folder(processor_file: Path, image_size: int) -> Preproc
         std=list(_NO_NORMALIZATION_STD),
         channel_order=ChannelOrder.BGR if processor.do_flip_channel_order else ChannelOrder.RGB,
     )
+
+
+def save_preprocessor_config(preprocessing: Preprocessing, folder: Path) -> Path:
+    """Write `preprocessing` as the folder's preprocessor_config.json: the inverse of
+    `_preprocessing_from_folder`, so `load_folder` reads back exactly this block.
+
+    transformers' own processor class writes the file, so transformers users get the same
+    preprocessing too. MobileViT never normalizes (mean 0, std 1 in every block its loaders
+    make), so the file says do_normalize false.
+    """
+    try:
+        from transformers import MobileViTImageProcessorPil as Processor
+    except ImportError:
+        from transformers import MobileViTImageProcessor as Processor
+
+    pre = preprocessing
+    if pre.resize == ResizeRule.SHORTEST_EDGE:
+        size = {"shortest_edge": pre.resize_shortest_edge}
+    else:
+        size = {"height": pre.resize_height, "width": pre.resize_width}
+    crop = {"height": pre.crop_height, "width": pre.crop_width} if pre.crop_height else None
+    resample_codes = {interpolation: code for code, interpolation in _PIL_RESAMPLE_CODES.items()}
+    processor = Processor(
+        do_resize=pre.resize != ResizeRule.NONE,
+        **({"size": size} if pre.resize != ResizeRule.NONE else {}),
+        resample=resample_codes[pre.interpolation],
+        do_center_crop=pre.crop == CropRule.CENTER,
+        **({"crop_size": crop} if crop else {}),
+        do_rescale=True,
+        rescale_factor=pre.rescale_factor,
+        do_normalize=False,
+        do_flip_channel_order=pre.channel_order == ChannelOrder.BGR,
+    )
+    processor.save_pretrained(folder)
+    return folder / "preprocessor_config.json"
