@@ -31,27 +31,27 @@ def classifier(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder to write (new or empty): best model, best/, last/."
     ),
-    epochs: int | None = typer.Option(None, help="Passes over the training photos [default: 3]."),
-    batch_size: int | None = typer.Option(None, help="Photos per step [default: 16]."),
-    learning_rate: float | None = typer.Option(None, help="AdamW learning rate [default: 5e-4]."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay [default: 0.01]."),
+    epochs: int | None = typer.Option(None, help="Passes over the training photos (default: 3)."),
+    batch_size: int | None = typer.Option(None, help="Photos per step (default: 16)."),
+    learning_rate: float | None = typer.Option(None, help="AdamW learning rate (default: 5e-4)."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay (default: 0.01)."),
     lr_scheduler: str | None = typer.Option(
         None,
         help="linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup "
-        "[default: cosine].",
+        "(default: cosine).",
     ),
     warmup: float | None = typer.Option(
-        None, help="Fraction of the optimizer steps spent warming up [default: 0]."
+        None, help="Fraction of the optimizer steps spent warming up (default: 0)."
     ),
     seed: int | None = typer.Option(None, help="Seeds the split, the head and the order."),
     val_fraction: float | None = typer.Option(
-        None, help="Held out per class when --data has no train/ + val/ [default: 0.2]."
+        None, help="Held out per class when --data has no train/ + val/ (default: 0.2)."
     ),
     freeze_backbone: bool | None = typer.Option(
         None, "--freeze-backbone/--no-freeze-backbone", help="Train the new head only."
     ),
     mixed_precision: str | None = typer.Option(
-        None, help="no, bf16 or fp16 (fp16 needs a GPU) [default: no]."
+        None, help="no, bf16 or fp16 (fp16 needs a GPU) (default: no)."
     ),
     gradient_checkpointing: bool | None = typer.Option(
         None,
@@ -59,10 +59,10 @@ def classifier(
         help="Recompute activations in the backward pass: less memory, slower.",
     ),
     gradient_accumulation_steps: int | None = typer.Option(
-        None, help="Batches per optimizer step [default: 1]."
+        None, help="Batches per optimizer step (default: 1)."
     ),
     num_workers: int | None = typer.Option(
-        None, help="DataLoader processes decoding photos [default: 0, in the main process]."
+        None, help="DataLoader processes decoding photos (default: 0, in the main process)."
     ),
     allow_pickle: bool | None = typer.Option(
         None,
