@@ -320,7 +320,7 @@ def _pytorch_components(manifest: Manifest) -> dict[str, Component]:
             config=options.get("config"),
             # The consent to read pickle-based weights given at export, recorded by the loader.
             allow_pickle=bool(options.get("allow_pickle", False)),
-            unet_batch=manifest.pipeline.unet_batch,
+            unet_batch=int(options.get("unet_batch", 1)),
         )
     except SourceError as exc:
         raise GenerateError(

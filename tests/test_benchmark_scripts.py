@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import host_formats
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
@@ -21,6 +23,9 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+# The benchmark scripts' rehearsals export and time every format: minutes on 2 cores, and they
+# check scripts, not the product (whose paths the default run covers). Run with -m slow.
+@pytest.mark.slow
 def test_format_comparison_script(tmp_path):
     _run(
         "bench_mobilevit.py",
@@ -46,6 +51,7 @@ def test_format_comparison_script(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_fullsize_script_records_exports_and_refusals(tmp_path):
     # A target the exporter refuses (ONNX has no fp16 layers) is recorded with its reason,
     # beside a format that exports; the refusal is the expected result, not a crash.

@@ -110,6 +110,9 @@ def test_cli_exports_sd_unet_from_pipeline_folder(sd_pipeline_folder, tmp_path):
     assert "passed" in result.output
 
 
+# The SD UNet through XNNPACK lowering; the default run exports it to ONNX, TFLite and Core ML
+# (test_pipeline) and lowers MobileViT to ExecuTorch.
+@pytest.mark.slow
 def test_sd_unet_to_executorch(tmp_path):
     loaded = models.load("tiny-sd")
     folder, manifest = export_artifact(loaded, "executorch", tmp_path)

@@ -189,7 +189,7 @@ def test_int8_dynamic_is_refused_naming_the_layer(mobilevit):
     )
     assert unsupported_reason(get("coreml"), mobilevit, quant=spec) == (
         f"Core ML cannot realize int8-dynamic for layer '{QUERY}'; "
-        "it supports fp32, fp16, int8-weight, int8 per layer."
+        "it supports fp32, fp16, int8-weight, int8, int4-weight per layer."
     )
 
 

@@ -176,13 +176,8 @@ def analyze(
         )
         for scheme in schemes:
             with fake_quantized({path: layer}, scheme, ranges), torch.inference_mode():
-                outputs = _run_all(model, inputs, stack=scheme != LayerPrecision.INT8_DYNAMIC)
-                if latent_psnr is not None:
-                    entry.latent_psnr_db[scheme] = round(latent_psnr(), 3)
-            sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
-            entry.sqnr_db[scheme] = sqnr
-            if top1 is not None:
-                entry.top1_agreement[scheme] = top1
+                stack = scheme != LayerPrecision.INT8_DYNAMIC
+                _measure(entry, scheme, model, inputs, reference, stack, latent_psnr)
         report.layers.append(entry)
         _save(report, out_path)
 
@@ -240,15 +235,29 @@ def _analyze_attention_products(
                 ),
                 torch.inference_mode(),
             ):
-                outputs = _run_all(model, inputs, stack=not dynamic)
-                if latent_psnr is not None:
-                    entry.latent_psnr_db[scheme] = round(latent_psnr(), 3)
-            sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
-            entry.sqnr_db[scheme] = sqnr
-            if top1 is not None:
-                entry.top1_agreement[scheme] = top1
+                _measure(entry, scheme, model, inputs, reference, not dynamic, latent_psnr)
         report.attention_matmuls.append(entry)
         _save(report, out_path)
+
+
+def _measure(
+    entry: LayerSensitivity | MatmulSensitivity,
+    scheme: LayerPrecision,
+    model: LoadedModel,
+    inputs: list[dict[str, np.ndarray]],
+    reference: list[dict[str, np.ndarray]],
+    stack: bool,
+    latent_psnr: Callable[[], float] | None,
+) -> None:
+    """Run the model as it computes now (part of it fake-quantized) and record the scheme's
+    output SQNR, top-1 agreement (classifiers) and final-latent PSNR (SD UNet) in `entry`."""
+    outputs = _run_all(model, inputs, stack=stack)
+    if latent_psnr is not None:
+        entry.latent_psnr_db[scheme] = round(latent_psnr(), 3)
+    sqnr, top1 = _fidelity(reference, outputs, classifier=bool(model.labels))
+    entry.sqnr_db[scheme] = sqnr
+    if top1 is not None:
+        entry.top1_agreement[scheme] = top1
 
 
 @contextmanager
