@@ -1,0 +1,136 @@
+"""DreamBooth on the SD 1.5 architecture at 512x512 on one CUDA GPU: seconds per step and peak GPU
+memory with and without gradient checkpointing (and LoRA), with prior preservation.
+
+    python benchmarks/bench_dreambooth_gpu.py [--steps 12] [--warmup 4]
+
+The `sd15` preset (seeded random weights, the published architecture: 860M-parameter UNet), one
+instance and one class image (a batch of 2 per step: instance + prior), bf16 autocast over fp32
+weights, AdamW, as `edgekit train dreambooth` runs them. Each variant trains in this process one
+after the other; a variant's step time is the median of its steps after `--warmup`, its peak
+memory torch.cuda.max_memory_allocated over its run (model load and class image included).
+Results go to benchmarks/results/dreambooth-sd15-512-<gpu>.json and .md.
+
+Needs a CUDA GPU and, beside torch/accelerate/peft, diffusers 0.42.1; run it from the repository
+root (edgekit is imported from there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = {
+    "full": {},
+    "full + gradient checkpointing": {"gradient_checkpointing": True},
+}
+
+
+def _instance_photo(folder: Path) -> None:
+    """One 512x512 photo-like image (smooth colour gradients plus texture), made here: the GPU
+    machine has no image datasets, and step time does not depend on the picture."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:512, 0:512] / 512.0
+    rgb = np.stack([x, y, 1 - x * y], axis=-1) * 200 + rng.normal(0, 20, (512, 512, 3))
+    folder.mkdir(parents=True)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / "subject.png")
+
+
+def main() -> None:
+    import torch
+
+    from edgekit.train.dreambooth import DreamBoothConfig, train
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=4)
+    # A CPU rehearsal of the script itself: --base tiny-sd --resolution 64 (no memory numbers).
+    parser.add_argument("--base", default="sd15")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    if not cuda and args.base == "sd15":
+        raise SystemExit("needs a CUDA GPU (rehearse on CPU with --base tiny-sd --resolution 64)")
+    gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-db-gpu-") as work:
+        photos = Path(work) / "photos"
+        _instance_photo(photos)
+        for name, extra in VARIANTS.items():
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            config = DreamBoothConfig.model_validate(
+                {
+                    "base": args.base,
+                    "instance_dir": photos,
+                    "instance_prompt": "a photo of sks cat",
+                    "class_prompt": "a photo of cat",
+                    "class_dir": Path(work) / "class-images",  # generated once, then reused
+                    "num_class_images": 1,
+                    "inference_steps": 2,
+                    "resolution": args.resolution,
+                    "max_steps": args.steps,
+                    "checkpoint_every": args.steps + 1,
+                    "mixed_precision": "bf16",
+                    "report_to": "none",
+                    "out": Path(work) / name.replace(" ", "-"),
+                    **extra,
+                }
+            )
+            result = train(config)
+            timed = result.step_seconds[args.warmup :]
+            rows.append(
+                {
+                    "variant": name,
+                    "median_step_s": round(statistics.median(timed), 4),
+                    "steps_timed": len(timed),
+                    "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                    if cuda
+                    else None,
+                }
+            )
+            print(rows[-1], flush=True)
+    record = {
+        "benchmark": "DreamBooth step on the SD 1.5 architecture, 512x512, prior preservation",
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "setup": "sd15 preset (random weights), 1 instance + 1 class image per step, bf16 "
+        "autocast over fp32 weights, AdamW",
+        "method": f"{args.steps} steps per variant, median of those after the first "
+        f"{args.warmup}; peak = torch.cuda.max_memory_allocated over the variant's run",
+        "results": rows,
+    }
+    if not cuda:
+        return  # a rehearsal: nothing to record
+    gpu_slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")  # nvidia-h100-80gb-hbm3
+    stem = args.results_dir / f"dreambooth-{args.base}-{args.resolution}-{gpu_slug}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = [
+        f"# DreamBooth, {args.base} at {args.resolution}x{args.resolution}, on {gpu}",
+        "",
+        f"{record['setup']}. {record['method']}. torch {torch.__version__}.",
+        "",
+        "| variant | s/step | steps/s | peak GPU memory (GiB) |",
+        "|---|---|---|---|",
+        *(
+            f"| {r['variant']} | {r['median_step_s']:.3f} | {1 / r['median_step_s']:.2f} | "
+            f"{r['peak_gpu_memory_gib']:.1f} |"
+            for r in rows
+        ),
+        "",
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    print(f"wrote {stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
