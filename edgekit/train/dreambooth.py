@@ -100,6 +100,11 @@ STATE_KEYS = (
     "gradient_accumulation_steps",
     "resolution",
     "seed",
+    # The optimizer and LR scheduler states a checkpoint restores hold the learning rate and
+    # its schedule: a changed value in the config would be silently ignored on resume.
+    "learning_rate",
+    "lr_scheduler",
+    "lr_warmup_steps",
 )
 # Crash testing: the trainer SIGKILLs itself right after saving the checkpoint of this step, as
 # a power cut would, so a test can resume from what a killed run leaves on disk.
