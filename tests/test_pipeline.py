@@ -110,6 +110,12 @@ def test_generate_runs_a_pytorch_pipeline_folder(sd_pipeline_folder, tmp_path):
     )
     assert both.exit_code == GenerateError.exit_code
     assert "Pass exactly one of --artifact" in both.output and "Traceback" not in both.output
+    for source, message in [("nope/", "No model at 'nope/'"), ("tiny-mobilevit", "not a Stable")]:
+        bad = runner.invoke(
+            app, ["generate", "-m", source, *args, "--out", str(tmp_path / "new" / "x.png")]
+        )
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output
+        assert not (tmp_path / "new").exists()  # nothing written for a bad source
 
 
 def test_generate_fails_on_a_broken_component_but_writes_the_images(sd_onnx, tmp_path, monkeypatch):

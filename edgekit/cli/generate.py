@@ -63,6 +63,15 @@ def generate(
                 hint="e.g. --model db/ for a folder `edgekit train dreambooth` wrote.",
             )
         if model is not None:
+            from edgekit.models import is_stable_diffusion
+
+            # A missing or non-SD source fails before the output folder exists.
+            if not is_stable_diffusion(model):
+                raise GenerateError(
+                    f"'{model}' is not a Stable Diffusion pipeline.",
+                    hint="pass a diffusers pipeline folder, an SD preset (tiny-sd, sd15), or a "
+                    "single-file checkpoint with --config.",
+                )
             prepare_output_dir(out.parent)
             with console.status(f"Generating {steps} steps with {model} (PyTorch) ..."):
                 result = generate_pytorch(
