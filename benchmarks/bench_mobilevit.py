@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit import exporters, models, profiles
-from edgekit.bench import TimingSettings, run_bench
+from edgekit.bench import BenchSettings, TimingSettings, run_bench
 from edgekit.bench.report import markdown
 from edgekit.cli._common import configure_logging
 from edgekit.export import export_for_target
@@ -57,9 +57,8 @@ def main() -> None:
         del loaded
         report = run_bench(
             artifacts,
-            threads=args.threads,
-            rounds=args.rounds,
             timing=TimingSettings(warmup_runs=args.warmup, min_runs=args.runs),
+            settings=BenchSettings(threads=[args.threads], rounds=args.rounds),
         )
     machine = re.sub(
         r"[^a-z0-9]+", "-", f"{platform.machine()}-{report.machine.cpu_count}core".lower()

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgekit import exporters, models, profiles
 from edgekit.artifact import read_manifest
-from edgekit.bench import TimingSettings, run_bench
+from edgekit.bench import BenchSettings, TimingSettings, run_bench
 from edgekit.cli._common import configure_logging
 from edgekit.export import export_for_target
 from edgekit.preprocess import preprocess
@@ -165,9 +165,8 @@ def main() -> None:
         del loaded
         report = run_bench(
             host_artifacts,
-            threads=args.threads,
-            rounds=args.rounds,
             timing=TimingSettings(warmup_runs=args.warmup, min_runs=args.runs),
+            settings=BenchSettings(threads=[args.threads], rounds=args.rounds),
         )
     by_name = {Path(r.artifact).name: r for r in report.results if r.artifact}
     for row in rows:

@@ -78,3 +78,11 @@ class NoHostRuntimeError(EdgekitError):
     """The artifact's runtime does not exist on this OS (Core ML off macOS)."""
 
     exit_code = 2  # the request cannot be served on this machine: a usage problem, not a bug
+
+
+class BenchReportError(EdgekitError):
+    """A bench report file (from `edgekit bench --json`, a demo app or another machine) that is
+    not JSON, has another schema version, or misses or mistypes fields; or a bad option of the
+    commands that read reports."""
+
+    exit_code = 2  # bad input, like a bad artifact folder: a usage problem, not a bug

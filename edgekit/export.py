@@ -282,7 +282,10 @@ def _default_name(
     available = source.options.get("available")
     partial = isinstance(model, LoadedPipeline) and list(components) != available
     suffix = "-".join(components) if partial else (source.component or "")
-    return artifact_name(base, format_name, precision, suffix)
+    name = artifact_name(base, format_name, precision, suffix)
+    # Every format has a fixed batch: a batch-4 export must not replace the batch-1 one.
+    batch = source.options.get("batch_size", 1)
+    return f"{name}-b{batch}" if batch != 1 else name
 
 
 def verify_seeds(model: LoadedModel) -> tuple[int, ...]:

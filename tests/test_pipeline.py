@@ -263,23 +263,38 @@ def test_pipeline_folder_exports_with_its_own_tokenizer(sd_pipeline_folder, tmp_
     ).read_bytes()
 
 
-def test_bench_times_each_component_against_its_pytorch_module(sd_onnx):
-    from edgekit.bench import TimingSettings, run_bench
+def test_bench_times_each_component_and_breaks_an_image_down(sd_onnx):
+    from edgekit.bench import BenchSettings, TimingSettings, run_bench
 
-    report = run_bench([sd_onnx], threads=1, timing=TimingSettings(warmup_runs=0, min_runs=2))
+    report = run_bench(
+        [sd_onnx],
+        timing=TimingSettings(warmup_runs=0, min_runs=2),
+        settings=BenchSettings(threads=[1], compute=False, pipeline_steps=3, pipeline_images=1),
+    )
     names = sorted(r.name for r in report.results)
     assert names == sorted(
         [f"tiny-sd-onnx-fp32/{c}" for c in ("text-encoder", "unet", "vae-decoder")]
         + [f"pytorch-eager:tiny-sd/{c}" for c in ("text-encoder", "unet", "vae-decoder")]
     )
+    manifest = read_manifest(sd_onnx)
+    medians = {}
     for result in report.results:
         if result.format == "onnx":
-            component = read_manifest(sd_onnx).component(result.name.split("/")[1])
-            files = read_manifest(sd_onnx).files
+            component = manifest.component(result.component)
             assert result.model_size_bytes == sum(
-                f.size_bytes for f in files if f.path.startswith(component.model_file)
+                f.size_bytes for f in manifest.files if f.path.startswith(component.model_file)
             )
             assert result.model_kind == component.model_kind
+            medians[result.component] = result.latency.median_ms
+    # One image: the text encoder for prompt and negative prompt, the batch-2 UNet once per
+    # step (guidance in one call), the decoder once; and a whole image measured end to end.
+    (breakdown,) = report.pipelines
+    assert breakdown.unet_calls_per_step == 1 and breakdown.steps == 3
+    assert breakdown.component_median_ms == medians
+    expected_ms = 2 * medians["text-encoder"] + 3 * medians["unet"] + medians["vae-decoder"]
+    assert breakdown.estimated_image_s == pytest.approx(expected_ms / 1e3)
+    assert len(breakdown.measured_image_s) == 1
+    assert breakdown.cold_load_s is not None and breakdown.warm_load_s is not None
 
 
 def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path, monkeypatch):

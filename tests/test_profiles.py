@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgekit import exporters, profiles
 from edgekit.artifact import read_manifest
-from edgekit.bench import TimingSettings, run_bench
+from edgekit.bench import BenchSettings, TimingSettings, run_bench
 from edgekit.cli import app
 from edgekit.errors import ArtifactError, UnknownChoiceError
 
@@ -109,13 +109,12 @@ def test_export_with_profile_file_records_it(tmp_path):
     assert override.session.get_session_options().intra_op_num_threads == 3
     report = run_bench(
         [folder],
-        threads=None,
         timing=TimingSettings(warmup_runs=0, min_runs=2),
-        pytorch_baseline=False,
+        settings=BenchSettings(pytorch_baseline=False, compute=False),
     )
     (result,) = report.results
-    assert result.threads == expected and result.runtime_settings["threads"] == expected
-    assert result.runtime_settings["execution_provider"] == "CPUExecutionProvider"
+    assert result.threads == expected and result.runtime.settings["threads"] == expected
+    assert result.runtime.settings["execution_provider"] == "CPUExecutionProvider"
 
 
 def test_profile_threads_apply_as_written_when_the_host_has_the_cores(monkeypatch):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from edgekit.bench.runner import BenchError, run_bench
+from edgekit.bench.runner import BenchError, BenchSettings, run_bench
 from edgekit.bench.schema import BenchReport, BenchResult
 from edgekit.bench.timing import TimingSettings
 
-__all__ = ["BenchError", "BenchReport", "BenchResult", "TimingSettings", "run_bench"]
+__all__ = [
+    "BenchError",
+    "BenchReport",
+    "BenchResult",
+    "BenchSettings",
+    "TimingSettings",
+    "run_bench",
+]

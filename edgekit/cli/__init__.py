@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("export")(export_cmd.export)
-app.command("bench")(bench_cmd.bench)
+app.add_typer(bench_cmd.app, name="bench")
 app.command("generate")(generate_cmd.generate)
 app.command("classify")(classify_cmd.classify)
 app.command("quickstart")(quickstart_cmd.quickstart)

@@ -29,7 +29,7 @@ def quickstart(
     with Guard():
         from edgekit import models, profiles
         from edgekit.artifact import write_text_atomic
-        from edgekit.bench import TimingSettings, run_bench
+        from edgekit.bench import BenchSettings, TimingSettings, run_bench
         from edgekit.bench.report import markdown
         from edgekit.cli.bench import render_report, write_reports
         from edgekit.cli.export import print_manifest_summary, say_replaced
@@ -56,9 +56,8 @@ def quickstart(
         with console.status("Benchmarking, each variant in its own process ..."):
             report = run_bench(
                 artifacts,
-                threads=threads,
-                rounds=rounds,
                 timing=TimingSettings(warmup_runs=3, min_runs=runs),
+                settings=BenchSettings(threads=[threads], rounds=rounds),
             )
         render_report(report)
         report_md = out / "report.md"
