@@ -66,4 +66,8 @@ def quickstart(
             report_md,
             quickstart_report_intro(preset, artifacts) + markdown(report, title="Benchmark"),
         )
-        console.print(f"Report: [bold]{report_md}[/bold]")
+        from edgekit.bench.html import write_report_folder
+
+        # This run only: a rerun replaces the page, as it replaces the artifacts.
+        page = write_report_folder(out / "bench-report", [report])
+        console.print(f"Report: [bold]{report_md}[/bold], with plots: [bold]{page}[/bold]")
