@@ -375,6 +375,19 @@ def test_compare_threshold_rows_only_on_one_side_and_faster_rows():
     assert [r.verdict for r in compare(a, b, STRICT_GATE).rows].count(REGRESSED) == 1
 
 
+def test_compare_matches_a_re_exported_artifact_by_name_and_says_so():
+    a = host_report()
+    b = _with_row_median(a, "mobilevit-pte", 18.0, TIGHT_SPREAD, seed=99)
+    for result in b.results:
+        if result.name == "mobilevit-pte":  # a newer converter wrote another file
+            result.artifact_sha256 = "f" * 64
+    comparison = compare(a, b, GATE)
+    (regression,) = comparison.regressions
+    assert regression.label == "mobilevit-pte (executorch + xnnpack, t1, b1)"
+    assert "matched by name" in regression.detail
+    assert comparison.only_in_a == [] and comparison.only_in_b == []
+
+
 def test_compare_cli_exits_non_zero_only_on_a_regression(tmp_path):
     a = host_report()
     path_a = _write(tmp_path / "a.json", a)

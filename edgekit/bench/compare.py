@@ -1,8 +1,12 @@
 """`edgekit bench compare A.json B.json`: per-row latency change from A to B, for CI gates.
 
 Rows match by `BenchResult.settings_key`: the same artifact (by sha256), component, format,
-runtime and delegate, threads, batch and source. A row regresses when B is slower than A by more
-than the threshold AND the slowdown is outside the noise of the two measurements:
+runtime and delegate, threads, batch and source. Rows left over then match by artifact name
+with the same settings, and say so: a re-export by a newer edgekit or converter is a new file
+with the same name, which is exactly what a regression gate has to compare.
+
+A row regresses when B is slower than A by more than the threshold AND the slowdown is outside
+the noise of the two measurements:
 
     regressed  <=>  (median_B - median_A) / median_A > max_regression
                     and  low95(median_B) > high95(median_A)
@@ -98,15 +102,24 @@ def compare(
     comparison = Comparison(a_name=a_name, b_name=b_name, max_regression=max_regression)
     rows_a = _by_key(a, a_name, comparison.notes)
     rows_b = _by_key(b, b_name, comparison.notes)
+    left_a = {_name_key(r): r for key, r in rows_a.items() if key not in rows_b}
+    left_b = {_name_key(r): r for key, r in rows_b.items() if key not in rows_a}
     for key, result_a in rows_a.items():
         result_b = rows_b.get(key)
+        by_name = False
+        if result_b is None:
+            result_b = left_b.get(_name_key(result_a))
+            by_name = result_b is not None
         if result_b is None:
             comparison.only_in_a.append(_label(result_a, a))
             continue
-        comparison.rows.append(
-            _compare_row(result_a, result_b, _label(result_b, b), max_regression)
-        )
-    comparison.only_in_b = [_label(r, b) for key, r in rows_b.items() if key not in rows_a]
+        compared = _compare_row(result_a, result_b, _label(result_b, b), max_regression)
+        if by_name:
+            compared.detail = "; ".join(
+                d for d in ("matched by name: the artifact files differ", compared.detail) if d
+            )
+        comparison.rows.append(compared)
+    comparison.only_in_b = [_label(r, b) for key, r in left_b.items() if key not in left_a]
     if (a.machine.processor, a.machine.device) != (b.machine.processor, b.machine.device):
         comparison.notes.append(
             f"{a_name} ran on {a.machine.device} ({a.machine.processor}), {b_name} on "
@@ -123,6 +136,11 @@ def _by_key(report: BenchReport, name: str, notes: list[str]) -> dict[tuple, Ben
             continue
         rows[result.settings_key] = result
     return rows
+
+
+def _name_key(result: BenchResult) -> tuple:
+    """settings_key with the artifact's name in place of its sha256."""
+    return (result.name, *result.settings_key[1:])
 
 
 def _label(result: BenchResult, report: BenchReport) -> str:
