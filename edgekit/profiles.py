@@ -31,6 +31,12 @@ class RuntimeSettings(_Strict):
     delegate: str | None = Field(None, description="e.g. 'xnnpack'.")
     compute_units: Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"] | None = None
     execution_provider: str | None = None
+    spinning: bool | None = Field(
+        None,
+        description="ONNX Runtime: whether idle intra-op threads spin waiting for work. None "
+        "keeps the runtime's own default (on: the lowest latency for back-to-back runs); "
+        "false saves power and cores next to other work.",
+    )
 
 
 class DemoApp(_Strict):

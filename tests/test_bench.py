@@ -225,6 +225,24 @@ def test_cli_sweeps_threads_and_batches_over_a_folder_of_artifacts(mobilevit_art
     assert "--batch-size" in result.output.replace("\n", "")
 
 
+def test_cli_profile_ops_shows_top_ops_or_says_why_not(mobilevit_artifacts, tmp_path):
+    out = tmp_path / "ops.json"
+    result = runner.invoke(
+        app,
+        ["bench", str(mobilevit_artifacts["onnx"]), str(mobilevit_artifacts["tflite"]),
+         "--threads", "1", "--runs", "3", "--no-pytorch", "--no-compute", "--profile-ops",
+         "--profile-runs", "2", "--top", "4", "--json", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = {r.format: r for r in BenchReport.model_validate_json(out.read_text()).results}
+    profile = rows["onnx"].op_profile
+    assert profile.runs == 2 and sum(op.share for op in profile.ops) == pytest.approx(1.0)
+    assert "top 4 ops" in result.output and "conv_stem" in result.output
+    assert rows["tflite"].op_profile is None
+    assert "does not expose per-op profiling" in rows["tflite"].op_profile_note
+    assert "no per-op profile for tiny-mobilevit-tflite-fp32" in result.output
+
+
 def test_a_crashing_artifact_is_a_row_and_the_others_are_measured(mobilevit_artifacts, tmp_path):
     broken = tmp_path / "broken-onnx"
     shutil.copytree(mobilevit_artifacts["onnx"], broken)

@@ -117,6 +117,30 @@ def test_export_with_profile_file_records_it(tmp_path):
     assert result.runtime.settings["execution_provider"] == "CPUExecutionProvider"
 
 
+def test_onnxruntime_spinning_is_its_own_default_unless_the_profile_turns_it_off(
+    mobilevit_artifacts,
+):
+    """Spinning is a per-runtime setting, recorded as applied, not switched off for one
+    runtime behind the user's back."""
+    from edgekit.exporters.onnx import OnnxRuntime
+    from edgekit.profiles import RuntimeSettings
+
+    folder = mobilevit_artifacts["onnx"]
+    model_path = folder / read_manifest(folder).component().model_file
+
+    def spinning_entry(runtime) -> str | None:
+        try:
+            options = runtime.session.get_session_options()
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: onnxruntime's default (spinning) applies
+            return None
+
+    default = OnnxRuntime(model_path, settings=None)
+    assert default.settings["spinning"] is True and spinning_entry(default) is None
+    off = OnnxRuntime(model_path, settings=RuntimeSettings(spinning=False))
+    assert off.settings["spinning"] is False and spinning_entry(off) == "0"
+
+
 def test_profile_threads_apply_as_written_when_the_host_has_the_cores(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     settings = exporters.profile_runtime_settings({"runtime": {"threads": 6}})

@@ -196,7 +196,10 @@ def render_report(report, *, top: int = 15) -> None:
         if result.op_profile is not None:
             from edgekit.bench.ops import ops_table
 
-            console.print(ops_table(result.op_profile, top, title=result.name))
+            table = ops_table(result.op_profile, top)
+            table.title = f"{result.name}, threads {result.threads}: top {top} ops"
+            table.title_justify = "left"
+            console.print(table)
         elif result.op_profile_note:
             console.print(
                 f"[yellow]no per-op profile for {result.name}:[/yellow] {result.op_profile_note}"

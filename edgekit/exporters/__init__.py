@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.artifact import ComponentManifest, Manifest
+    from edgekit.bench.schema import OpProfile
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
     from edgekit.quant.plan import LayerPrecision
@@ -127,6 +128,19 @@ class LayerReader(Protocol):
         """Read the written artifact back from disk: user module path -> the precision that
         layer holds (weight dtypes, quantize/dequantize ops around it), None where no layer of
         the artifact's graph carries that path. Never derived from what export meant to do."""
+
+
+@runtime_checkable
+class OpProfiler(Protocol):
+    """Optional, on a *Runtime*: a per-op profile from the runtime's own profiler (onnxruntime's
+    trace, ExecuTorch's ETDump). A runtime whose library offers none does not implement it and
+    may say why in a class attribute `op_profile_unavailable_reason` (str), which bench prints."""
+
+    def profile_ops(self, inputs: dict[str, np.ndarray], runs: int) -> OpProfile:
+        """Run `inputs` `runs` times (after one untimed warm-up run) with the profiler on, in a
+        session of its own so the timed one is never slowed by it; every op's time summed over
+        the runs, where it ran (backend, delegated or not), and its module path where the
+        artifact records one."""
 
 
 @runtime_checkable

@@ -12,6 +12,10 @@ module path (a delegate node has a debug handle, an instruction an index), so ex
 small layer map next to the program (`model.layers.json`: debug handle / instruction index ->
 module path, from the lowered graph, bound to the `.pte` by its sha256) and the read-back joins
 the two. The map says where a node came from; the precision always comes from the `.pte`.
+
+Export also writes an ETRecord beside the program (`model.etrecord`), ExecuTorch's own record of
+the graph it lowered, for its devtools: `profile_ops` runs the program with ETDump on and reads
+the events with the Inspector against it, so each op's time lands on a module path.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from edgekit.bench.schema import OpProfile, OpRow
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
     from edgekit.quant.spec import QuantSpec
@@ -43,6 +48,24 @@ log = logging.getLogger(__name__)
 LAYER_MAP_SUFFIX = ".layers.json"
 LAYER_MAP_FORMAT = 1
 XNNPACK_BACKEND_ID = "XnnpackBackend"
+# The ETRecord written next to each `.pte` (`model.pte` -> `model.etrecord`).
+ETRECORD_SUFFIX = ".etrecord"
+# ExecuTorch builds an ETRecord from a deep copy of the edge program taken before lowering, so
+# recording one holds a second copy of the weights in memory while lowering. Above this many
+# bytes of parameters (the SD 1.5 UNet's 3.4 GB) export skips it, and profiles of that model
+# name ops without module paths.
+ETRECORD_MAX_WEIGHT_BYTES = 2**30
+# Backend ids of the program's delegates -> the name a profile shows.
+_BACKEND_NAMES = {XNNPACK_BACKEND_ID: "XNNPACK"}
+# Ops left outside the delegate that do a layer's arithmetic: on the portable kernels they are
+# a fallback to a path many times slower than XNNPACK's (kernel names without ".out").
+_FALLBACK_KERNELS = frozenset({"convolution", "linear", "addmm", "mm", "bmm", "matmul"})
+# What the Inspector calls the events wrapping one instruction, and the method-level events.
+_DELEGATE_CALL = "DELEGATE_CALL"
+_OPERATOR_CALL = "OPERATOR_CALL"
+_KERNEL_EVENT_PREFIX = "native_call_"
+_EXECUTE_BLOCK = "Execute"
+_METHOD_EVENTS = frozenset({"Method::execute", "Method::init", "Program::load_method"})
 
 # XNNPACK nodes that plan layers (nn.Conv1d/Conv2d/Linear) lower to; Conv1d lowers to XNNConv2d.
 _XNN_GEMM_NODES = frozenset(
@@ -109,20 +132,25 @@ class ExecuTorchExporter:
         details: dict[str, Any] = {"backend": "xnnpack"}
         if quant.is_quantized:
             exported, details["quantization"] = _quantize_pt2e(exported, args, model, quant)
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
+        record = weight_bytes <= ETRECORD_MAX_WEIGHT_BYTES
+        edge = to_edge_transform_and_lower(
+            exported, partitioner=[XnnpackPartitioner()], generate_etrecord=record
+        )
         delegation = _delegation_summary(edge.exported_program().graph_module)
         delegated = _delegated_module_paths(edge.exported_program().graph_module)
         program = edge.to_executorch()
         model_path.write_bytes(program.buffer)
         map_path = write_layer_map(model_path, delegated, _instruction_module_paths(program))
+        details["etrecord"] = write_etrecord(program, model_path).name if record else None
         log.info(
             "XNNPACK took %d of %d ops; not delegated: %s",
             delegation["delegated_ops"],
             delegation["delegated_ops"] + delegation["non_delegated_ops"],
             delegation["non_delegated_by_op"] or "none",
         )
-        # The layer map is for edgekit's read-back, not for the device: not part of the
-        # model's size.
+        # The layer map and the ETRecord are for edgekit's read-back and profiles, not for the
+        # device: not part of the model's size.
         return ExportResult(
             files=[model_path], details={**details, **delegation, "layer_map": map_path.name}
         )
@@ -387,6 +415,38 @@ def read_layer_map(model_path: Path) -> tuple[dict[int, str], dict[int, str]]:
     return delegated, {int(i): p for i, p in layer_map["instructions"].items()}
 
 
+def etrecord_path(model_path: Path) -> Path:
+    return model_path.with_suffix(ETRECORD_SUFFIX)
+
+
+def write_etrecord(program: Any, model_path: Path) -> Path:
+    """Save the ETRecord ExecuTorch made while lowering (`generate_etrecord=True`): the edge
+    graph before partitioning, whose nodes carry the debug handles the program and its XNNPACK
+    payloads refer to, and the program's debug-handle maps.
+
+    Kept to what maps events to the graph: the ATen program (for numerical comparison against
+    eager ops) is left out, and the record's own copy of the weights becomes zero-stride
+    placeholders, one element of storage each. A full record stores the weights twice (ATen
+    and edge programs: 1.2 of tiny-mobilevit's 5.5 MB, and 45 MB more for MobileViT-S's 22 MB
+    of weights); this one is the edge graph alone (2.9 MB for tiny-mobilevit)."""
+    import torch
+
+    record = program.get_etrecord()
+    record.exported_program = None
+    record.export_graph_id = None
+    edge_programs = record.edge_dialect_program
+    if not isinstance(edge_programs, dict):
+        edge_programs = {"forward": edge_programs}
+    for edge_program in edge_programs.values():
+        for table in (edge_program.state_dict, edge_program.constants):
+            for name, value in list(table.items()):
+                if isinstance(value, torch.Tensor):
+                    table[name] = torch.zeros((), dtype=value.dtype).expand(value.shape)
+    path = etrecord_path(model_path)
+    record.save(str(path))
+    return path
+
+
 # --- reading the .pte -----------------------------------------------------------------------
 
 
@@ -616,6 +676,7 @@ class ExecuTorchRuntime:
             # The runtime's exception says only "error: 0x23"; its log says what was wrong.
             detail = f" ({native_log.last_line})" if native_log.last_line else ""
             raise RuntimeError(f"{error}{detail}") from error
+        self.model_path = model_path
         self.input_names = [spec.name for spec in inputs]
         self.output_names = [spec.name for spec in outputs]
 
@@ -628,3 +689,228 @@ class ExecuTorchRuntime:
             name: r.numpy() if hasattr(r, "numpy") else r
             for name, r in zip(self.output_names, results, strict=True)
         }
+
+    def profile_ops(self, inputs: dict[str, np.ndarray], runs: int) -> OpProfile:
+        """ETDump from a second load of the program with event tracing on (the timed one runs
+        without it), read with ExecuTorch's Inspector against the export's ETRecord."""
+        import tempfile
+        import warnings
+
+        import torch
+        from executorch.devtools import Inspector
+        from executorch.runtime import Runtime
+
+        from edgekit.bench.schema import OpProfile
+
+        tensors = [torch.from_numpy(inputs[name]) for name in self.input_names]
+        record = _read_etrecord(self.model_path)
+        with (
+            tempfile.TemporaryDirectory(prefix="edgekit-etdump-") as folder,
+            quiet_native_stderr(enabled=not log.isEnabledFor(logging.DEBUG)),
+            warnings.catch_warnings(),
+        ):
+            # The Inspector warns once per graph node whose keyword arguments its graph view
+            # does not parse, and that no intermediate outputs were recorded: neither bears on
+            # timings.
+            warnings.simplefilter("ignore")
+            program = Runtime.get().load_program(self.model_path, enable_etdump=True)
+            method = program.load_method("forward")
+            for _ in range(runs + 1):  # the first run warms up; its times are dropped
+                method.execute(tensors)
+            etdump = Path(folder) / "profile.etdp"
+            program.write_etdump_result_to_file(str(etdump), str(Path(folder) / "debug.bin"))
+            inspector = Inspector(etdump_path=str(etdump), etrecord=record)
+        events = [
+            event
+            for block in inspector.event_blocks
+            if block.name == _EXECUTE_BLOCK
+            for event in block.events
+            if event.name not in _METHOD_EVENTS and event.perf_data is not None
+        ]
+        notes = [
+            "XNNPACK times its operators in whole microseconds; a 'delegate call overhead' row "
+            "is the rest of one delegate call (copying inputs and outputs, per-call setup)."
+        ]
+        handle_paths: dict[int, str] = {}
+        payload_handles: dict[int, list[int]] = {}
+        if record is None:
+            notes.append(
+                f"No ETRecord ({etrecord_path(self.model_path).name}) beside the program, so "
+                "ops are named without module paths: re-export with this edgekit version to "
+                "write one (export skips it for models over "
+                f"{ETRECORD_MAX_WEIGHT_BYTES // 2**30} GiB of weights)."
+            )
+        else:
+            handle_paths = _etrecord_module_paths(record)
+            payload_handles = _delegate_node_handles(self.model_path)
+        rows, unaligned = _etdump_rows(events, runs, handle_paths, payload_handles)
+        if unaligned:
+            notes.append(
+                f"{unaligned} XNNPACK calls ran another number of operators than their payload "
+                "has nodes; their operators are shown without module paths."
+            )
+        return OpProfile(
+            runs=runs, tool=f"ETDump + Inspector (executorch {self.version})", ops=rows, notes=notes
+        )
+
+
+# --- per-op profiles ------------------------------------------------------------------------
+
+
+def _read_etrecord(model_path: Path) -> Any | None:
+    from executorch.devtools.etrecord import parse_etrecord
+
+    path = etrecord_path(model_path)
+    return parse_etrecord(str(path)) if path.is_file() else None
+
+
+def _etrecord_module_paths(record: Any) -> dict[int, str]:
+    """Debug handle -> module path, from the nodes of the ETRecord's edge graph. Several nodes
+    share a handle when they come from one op (a matmul's expand, view and bmm): one module."""
+    programs = record.edge_dialect_program
+    if isinstance(programs, dict):
+        programs = programs.get("forward")
+    paths: dict[int, str] = {}
+    for node in programs.graph.nodes:
+        handle = node.meta.get("debug_handle")
+        path = _innermost_module(node) if node.op == "call_function" else ""
+        if isinstance(handle, int) and path:
+            paths.setdefault(handle, path)
+    return paths
+
+
+def _delegate_node_handles(model_path: Path) -> dict[int, list[int]]:
+    """Instruction index of each XNNPACK delegate call -> the debug handles of its payload's
+    nodes in order. XNNPACK creates one operator per node in that order, and its profiler
+    names them by operator kind only (`Convolution (NHWC, F32) IGEMM #1`), so position is the
+    one link from a timed operator back to a graph node."""
+    from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
+    from executorch.exir.schema import DelegateCall
+
+    with model_path.open("rb") as file:
+        header = _get_extended_header(file.read(64))
+        file.seek(0)
+        program = _flatbuffer_to_program(file.read(header.program_size if header else -1))
+        plan = program.execution_plan[0]
+        base = header.segment_base_offset if header else 0
+        calls = {}
+        index = 0
+        for chain in plan.chains:
+            for instruction in chain.instructions:
+                call = instruction.instr_args
+                if isinstance(call, DelegateCall):
+                    delegate = plan.delegates[call.delegate_index]
+                    payload = _xnnpack_flatbuffer(program, file, base, delegate)
+                    if payload is not None:
+                        calls[index] = payload
+                index += 1
+    graphs = _xnnpack_graphs(list(calls.values()))
+    return {
+        index: [node["debug_handle"] for node in graph["xnodes"]]
+        for index, graph in zip(calls, graphs, strict=True)
+    }
+
+
+def _etdump_rows(
+    events: list[Any],
+    runs: int,
+    handle_paths: dict[int, str],
+    payload_handles: dict[int, list[int]],
+) -> tuple[list[OpRow], int]:
+    """One row per XNNPACK operator, per delegate call's remainder and per kernel left outside
+    the delegate, summed over the runs after the warm-up. Returns the rows and how many
+    delegate calls could not be aligned with their payload's nodes."""
+    by_instruction: dict[int, list[Any]] = defaultdict(list)
+    for event in events:
+        # The Inspector keeps the instruction an event belongs to only in a private field;
+        # it is the one link between XNNPACK's operator events and their delegate call.
+        by_instruction[event._instruction_id].append(event)
+    rows: list[dict[str, Any]] = []
+    unaligned = 0
+    for index, group in by_instruction.items():
+        outer = next((e for e in group if e.name in (_DELEGATE_CALL, _OPERATOR_CALL)), None)
+        if outer is None:
+            continue
+        outer_path = _common_module(outer.debug_handles, handle_paths)
+        if outer.name == _OPERATOR_CALL:
+            kernel = next((e.name for e in group if e.name.startswith(_KERNEL_EVENT_PREFIX)), "")
+            kernel = kernel.removeprefix(_KERNEL_EVENT_PREFIX) or _OPERATOR_CALL
+            op = kernel.split(".")[0]
+            rows.append(
+                _row(kernel, op, outer_path, "portable kernels", False, op in _FALLBACK_KERNELS)
+                | {"times": _run_times(outer)}
+            )
+            continue
+        backend = _BACKEND_NAMES.get(outer.delegate_backend_name or "", "XNNPACK")
+        operators = [e for e in group if e.is_delegated_op]
+        handles = payload_handles.get(index)
+        aligned = handles is not None and len(handles) == len(operators)
+        if handles is not None and not aligned:
+            unaligned += 1
+        inside = [0.0] * runs
+        for position, event in enumerate(operators):
+            times = _run_times(event)
+            inside = [a + b for a, b in zip(inside, times, strict=False)]
+            path = handle_paths.get(handles[position]) if aligned else None
+            op_type = event.name.rpartition(" #")[0] or event.name
+            rows.append(_row(event.name, op_type, path, backend, True, False) | {"times": times})
+        remainder = [max(t - i, 0.0) for t, i in zip(_run_times(outer), inside, strict=False)]
+        rows.append(
+            _row("delegate call overhead", _DELEGATE_CALL, outer_path, backend, True, False)
+            | {"times": remainder}
+        )
+    return _op_rows(rows), unaligned
+
+
+def _run_times(event: Any) -> list[float]:
+    """Milliseconds of each run after the warm-up (the Inspector converts from the ETDump's
+    nanoseconds)."""
+    return [float(t) for t in event.perf_data.raw[1:]]
+
+
+def _row(
+    name: str, op_type: str, path: str | None, backend: str, delegated: bool, fallback: bool
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "op_type": op_type,
+        "module_path": path,
+        "backend": backend,
+        "delegated": delegated,
+        "fallback": fallback,
+    }
+
+
+def _common_module(handles: Any, handle_paths: dict[int, str]) -> str | None:
+    """The innermost module holding every node of an instruction (a delegate call spans many
+    layers: their common parent)."""
+    if handles is None:
+        return None
+    handles = handles if isinstance(handles, list) else [handles]
+    paths = {handle_paths[h] for h in handles if h in handle_paths}
+    if not paths:
+        return None
+    parts = [path.split(".") for path in paths]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common) or None
+
+
+def _op_rows(rows: list[dict[str, Any]]) -> list[OpRow]:
+    from edgekit.bench.schema import OpRow
+
+    total_ms = sum(sum(row["times"]) for row in rows) or 1.0
+    ops = [
+        OpRow(
+            **{k: v for k, v in row.items() if k != "times"},
+            calls=len(row["times"]),
+            total_ms=sum(row["times"]),
+            mean_ms=sum(row["times"]) / max(len(row["times"]), 1),
+            share=sum(row["times"]) / total_ms,
+        )
+        for row in rows
+    ]
+    return sorted(ops, key=lambda op: op.total_ms, reverse=True)

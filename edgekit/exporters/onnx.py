@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import logging
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
     import onnx_ir
+    import onnxruntime as ort
 
+    from edgekit.bench.schema import OpProfile, OpRow
     from edgekit.models.base import LoadedModel, TensorSpec
     from edgekit.profiles import RuntimeSettings
     from edgekit.quant.spec import CalibrationInputs, QuantSpec
@@ -70,6 +73,24 @@ INTEGER_LAYER_OPS = frozenset({"ConvInteger", "MatMulInteger"})
 # every Gemm into `N_MatMul` (+ `N_Add` for the bias; onnx_model.replace_gemm_with_matmul), and
 # a dynamically quantized Conv/MatMul becomes `N_quant` (operators/conv.py, matmul.py).
 ORT_RENAMES = ("_MatMul", "_Add", "_quant", "_MatMul_quant")
+# Profiling: onnxruntime's trace has one `<node>_kernel_time` event per node and run; its NCHWc
+# layout pass names a convolution it rewrites `<output>_nchwc`.
+KERNEL_EVENT_SUFFIX = "_kernel_time"
+ORT_NCHWC_SUFFIX = "_nchwc"
+# Ops that do a layer's arithmetic, as onnxruntime runs them (fused and quantized forms
+# included): on the CPU provider while another was asked for, they are a slow fallback.
+ORT_COMPUTE_OPS = frozenset(
+    {
+        *LAYER_OPS,
+        *INTEGER_LAYER_OPS,
+        "FusedConv",
+        "FusedMatMul",
+        "FusedGemm",
+        "QLinearConv",
+        "QLinearMatMul",
+        "NhwcFusedConv",
+    }
+)
 # Weights reach a layer through these ops unchanged in value (a transposed Linear weight).
 _WEIGHT_PASS_THROUGH = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
 # Calibration inputs per range update. onnxruntime's min/max calibrator keeps every input's
@@ -232,21 +253,160 @@ class OnnxRuntime:
                 hint="run it where that provider exists, or export with a profile that names "
                 f"{DEFAULT_PROVIDER}.",
             )
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        # Spinning threads keep burning the cores after a run and slow whatever runs next (on
-        # 2 cores, PyTorch eager read 2,300 ms instead of 290 ms next to a spinning session);
-        # off, so timings of neighbours stay honest.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_path), options, providers=[provider])
-        self.settings = {"threads": threads, "execution_provider": provider, "spinning": False}
+        self.model_path = model_path
+        self._threads = threads
+        self._provider = provider
+        self._spinning = settings.spinning if settings else None
+        self.session = ort.InferenceSession(
+            str(model_path), _session_options(threads, self._spinning), providers=[provider]
+        )
+        self.settings = {
+            "threads": threads,
+            "execution_provider": provider,
+            # What the session runs with: onnxruntime spins unless told otherwise.
+            "spinning": self._spinning is not False,
+        }
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, results, strict=True))
+
+    def profile_ops(self, inputs: dict[str, np.ndarray], runs: int) -> OpProfile:
+        """onnxruntime's own profiler, in a second session with the same threads and provider:
+        a profiling session records every node of every run, which would slow the timed one."""
+        import json
+
+        import onnxruntime as ort
+
+        from edgekit.bench.schema import OpProfile
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-ort-profile-") as folder:
+            options = _session_options(self._threads, self._spinning)
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "ort")
+            session = ort.InferenceSession(
+                str(self.model_path), options, providers=[self._provider]
+            )
+            for _ in range(runs + 1):  # the first run warms up; its events are dropped
+                session.run(self.output_names, inputs)
+            # The trace is written into the temporary folder and removed with it.
+            trace = json.loads(Path(session.end_profiling()).read_text())
+        rows = _profile_rows(trace, _node_module_paths(self.model_path), self._provider, runs)
+        return OpProfile(
+            runs=runs,
+            tool=f"onnxruntime {self.version} profiling",
+            ops=rows,
+            notes=[
+                "Rows are the nodes of onnxruntime's optimized graph (fused ops, NCHWc "
+                "convolutions, inserted layout reorders); each is mapped to the module path of "
+                "the exported node it was made from, where onnxruntime kept that node's name "
+                "or output name. Nodes onnxruntime inserted have none."
+            ],
+        )
+
+
+def _session_options(threads: int | None, spinning: bool | None) -> ort.SessionOptions:
+    """The options of every session on an artifact: the timed one and the profiling one.
+
+    Spinning is onnxruntime's default and its recommended setting for latency, so it stays on
+    unless the target profile turns it off (`spinning = false`). It is per runtime, like every
+    runtime's threading: bench measures each artifact in a process of its own, where a spinning
+    pool steals no cores from a neighbour (in one process, PyTorch eager read 2,300 ms instead
+    of 290 ms next to a spinning session)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if spinning is not None:
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+    return options
+
+
+def _node_module_paths(model_path: Path) -> dict[str, str]:
+    """Node name and output tensor name -> module path, for every node of the file that
+    carries one: a layer node its layer's (`edgekit.module`), any other node the innermost
+    module it was traced in."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    paths: dict[str, str] = {}
+    for node in graph.node:
+        props = _metadata(node)
+        scopes = _module_scopes(props)
+        path = props.get(LAYER_KEY) or (scopes[-1] if scopes else None)
+        if path:
+            for key in (node.name, *node.output):
+                paths.setdefault(key, path)
+    return paths
+
+
+def _original_node_names(profiled: str) -> tuple[str, ...]:
+    """Names the exported node a profiled node was made from may go by. onnxruntime names a
+    fused node after the first node it fused (`node_MatMul_233/MatMulAddFusion`) and an NCHWc
+    convolution after the output it replaced (`getitem_nchwc` for the Conv writing `getitem`)."""
+    return (
+        profiled,
+        profiled.partition("/")[0],
+        profiled.removesuffix(ORT_NCHWC_SUFFIX),
+        *(profiled.removesuffix(suffix) for suffix in ORT_RENAMES),
+    )
+
+
+def _profile_rows(
+    trace: list[dict[str, Any]], module_paths: dict[str, str], provider: str, runs: int
+) -> list[OpRow]:
+    """Per-node rows from onnxruntime's Chrome-trace JSON, summed over the runs after the
+    first. Kernel events (`<node>_kernel_time`, microseconds) are the node's compute; the
+    fence events around them are synchronisation and are left out."""
+    from edgekit.bench.schema import OpRow
+
+    run_starts = sorted(e["ts"] for e in trace if e.get("name") == "model_run")
+    if not run_starts:
+        return []
+    # Nodes of the warm-up run are the ones before the second run starts.
+    counted_from = run_starts[1] if len(run_starts) > 1 else run_starts[0]
+    durations: dict[str, list[float]] = defaultdict(list)
+    kernel: dict[str, tuple[str, str]] = {}
+    for event in trace:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith(KERNEL_EVENT_SUFFIX):
+            continue
+        if event["ts"] < counted_from:
+            continue
+        node = name.removesuffix(KERNEL_EVENT_SUFFIX)
+        durations[node].append(event["dur"] / 1000)
+        args = event.get("args", {})
+        kernel[node] = (args.get("op_name", "?"), args.get("provider", provider))
+    total_ms = sum(sum(d) for d in durations.values()) or 1.0
+    # With only the CPU provider there is no delegate to speak of; with another provider
+    # (XNNPACK, Core ML, NNAPI), a node it did not take ran on the CPU provider instead.
+    delegating = provider != DEFAULT_PROVIDER
+    rows = []
+    for node, times in durations.items():
+        op_type, ran_on = kernel[node]
+        names = _original_node_names(node)
+        path = next((module_paths[n] for n in names if n in module_paths), None)
+        delegated = (ran_on == provider) if delegating else None
+        rows.append(
+            OpRow(
+                name=node,
+                op_type=op_type,
+                module_path=path,
+                backend=ran_on,
+                delegated=delegated,
+                fallback=delegated is False and op_type in ORT_COMPUTE_OPS,
+                calls=len(times),
+                total_ms=sum(times),
+                mean_ms=sum(times) / len(times),
+                share=sum(times) / total_ms,
+            )
+        )
+    return sorted(rows, key=lambda row: row.total_ms, reverse=True)
 
 
 def _stamp_layers(graph: onnx_ir.Graph, quant: QuantSpec) -> dict[str, dict[str, str]]:

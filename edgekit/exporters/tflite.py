@@ -74,6 +74,16 @@ _SCOPE_MAX_CHARS = 10_000
 # running it (to size a progress bar), so one call with every image would hold them all in
 # memory; chunks go through one calibrator, whose min/max ranges span every chunk.
 CALIBRATION_CHUNK = 16
+# Why bench shows no per-op profile for .tflite artifacts. Checked in ai-edge-litert 2.3: the
+# Interpreter's one profiling option (`experimental_force_delegate_node_profiling`) only says
+# how delegated nodes are profiled once a profiler is attached, and the Python wrapper can
+# neither attach one nor return its records; the bundled `litert-benchmark` times whole runs.
+# LiteRT's per-op profile comes from its C++ benchmark tool.
+OP_PROFILE_UNAVAILABLE = (
+    "ai-edge-litert's Python Interpreter does not expose per-op profiling (it cannot attach a "
+    "profiler or return its records); run LiteRT's benchmark_model with "
+    "--enable_op_profiling=true on the device for a per-op table."
+)
 
 
 class TFLiteExporter:
@@ -1043,6 +1053,8 @@ def _by_position(signature_details: dict[str, Any], kind: str, path: Path) -> li
 
 class TFLiteRuntime:
     name = "ai-edge-litert"
+    # Not an OpProfiler: the Python interpreter has no per-op profile to give.
+    op_profile_unavailable_reason = OP_PROFILE_UNAVAILABLE
 
     def __init__(
         self,
