@@ -93,6 +93,23 @@ def test_fp32_peak_is_plausible_and_restores_torch_threads():
     assert low <= peak <= high
 
 
+def test_peak_at_several_threads_is_never_below_one_thread(monkeypatch):
+    # A busy core stalls a statically split torch.mm: 2 threads can measure below 1.
+    by_threads = {1: 90.0, 2: 40.0, 4: 300.0}
+    measured = []
+
+    def fake_measure(kind, seconds):
+        measured.append(torch.get_num_threads())
+        return by_threads[torch.get_num_threads()]
+
+    monkeypatch.setattr(compute, "_measure_matmul_gflops", fake_measure)
+
+    assert host_peak_gflops(threads=2) == 90.0
+    assert host_peak_gflops(threads=4) == 300.0
+    assert host_peak_gflops(threads=1) == 90.0
+    assert measured == [2, 1, 4, 1, 1]
+
+
 def test_int8_peak_is_measured_where_the_cpu_has_int8_dot_products():
     reason = int8_peak_unavailable_reason()
     peak = host_peak_gflops(threads=1, kind="int8", seconds=PEAK_SECONDS)
