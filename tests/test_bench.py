@@ -292,4 +292,4 @@ def test_bad_settings_and_folders_are_refused(mobilevit_artifacts, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["bench", str(empty)])
-    assert result.exit_code == 5 and "no artifact" in result.output
+    assert result.exit_code == 5 and "has no manifest.json" in result.output

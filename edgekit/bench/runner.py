@@ -110,11 +110,16 @@ def discover_artifacts(paths: list[Path]) -> list[Path]:
         if (path / MANIFEST_NAME).is_file():
             found.append(path)
             continue
+        if not path.exists():
+            raise BenchError(
+                f"No artifact folder at '{path}'.",
+                hint="pass artifact folders written by `edgekit export`, or a folder of them.",
+            )
         inside = sorted(p.parent for p in path.glob(f"*/{MANIFEST_NAME}")) if path.is_dir() else []
         if not inside:
-            what = "a folder" if path.is_dir() else ("a file" if path.exists() else "missing")
             raise BenchError(
-                f"{path} is {what} with no artifact: no {MANIFEST_NAME} in it or its subfolders.",
+                f"'{path}' has no {MANIFEST_NAME}, in it or in its subfolders: it holds no "
+                "artifact.",
                 hint="pass artifact folders written by `edgekit export`, or a folder of them.",
             )
         found.extend(inside)
