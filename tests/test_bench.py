@@ -263,13 +263,15 @@ def test_a_hanging_worker_is_stopped_and_reported(mobilevit_artifacts, tmp_path)
     json_out = tmp_path / "r.json"
     result = runner.invoke(
         app,
-        ["bench", str(mobilevit_artifacts["onnx"]), "--threads", "1", "--timeout", "0.5",
-         "--no-pytorch", "--no-compute", "--json", str(json_out)],
+        # A worker that would time for a minute, stopped after 3 s: a hang, deterministically.
+        ["bench", str(mobilevit_artifacts["onnx"]), "--threads", "1", "--min-time", "60",
+         "--max-time", "120", "--timeout", "3", "--no-pytorch", "--no-compute", "--json",
+         str(json_out)],
     )  # fmt: skip
     # The report is written with the row that timed out, and the exit code says it failed.
     assert result.exit_code == 5, result.output
     (row,) = BenchReport.model_validate_json(json_out.read_text()).results
-    assert row.status == "timed-out" and "did not finish within 0 s" in row.error
+    assert row.status == "timed-out" and "did not finish within 3 s" in row.error
 
 
 def test_missing_source_costs_only_the_baseline(mobilevit_folder, tmp_path):

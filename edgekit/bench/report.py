@@ -87,6 +87,8 @@ def device_label(result: BenchResult, report: BenchReport | None) -> str | None:
 
 
 def variant_label(result: BenchResult, report: BenchReport | None = None) -> str:
+    if result.emulated:
+        return f"{result.name} @ {result.emulated} (emulated time)"
     device = device_label(result, report)
     return f"{result.name} @ {device}" if device else result.name
 

@@ -64,6 +64,10 @@ class BenchSettings:
     pipeline_steps: int = 0  # > 0: Stable Diffusion artifacts end to end at this many steps
     pipeline_images: int = 1
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # Emulated cores ("arm64", ["cortex-a76"]): the artifacts run there only, and their rows say
+    # so; wall time under qemu is never mixed with host rows.
+    emulate: tuple[str, list[str]] | None = None
+    emulator_cache: Path | None = None
 
 
 @dataclass
@@ -182,6 +186,8 @@ def run_bench(
     warnings = [w for w in [busy_machine_warning()] if w]
     notes: list[str] = []
     manifests = [(path, read_manifest(path)) for path in discover_artifacts(artifacts)]
+    if settings.emulate:
+        return _run_emulated(manifests, timing, settings)
     runnable = []
     for path, manifest in manifests:
         reason = exporters.get(manifest.format).host_runtime_unavailable_reason()
@@ -259,6 +265,92 @@ def run_bench(
         results=results,
         pipelines=pipelines,
         warnings=warnings,
+        notes=notes,
+    )
+
+
+def _run_emulated(
+    manifests: list[tuple[Path, Manifest]], timing: TimingSettings, settings: BenchSettings
+) -> BenchReport:
+    """Each artifact on each emulated core: load once, run the timed runs, inside qemu."""
+    from edgekit.emulate import environment
+    from edgekit.emulate.verify import run_in_guest, unsupported_format_reason
+    from edgekit.models.base import seeded_inputs
+
+    arch, cores = settings.emulate
+    environment.check_cores(cores)
+    env = environment.load(arch, settings.emulator_cache)
+    notes, results = [], []
+    runs = max(timing.min_runs, 1)
+    for path, manifest in manifests:
+        reason = unsupported_format_reason(manifest.format)
+        if reason:
+            notes.append(f"{manifest.name} not benchmarked under emulation: {reason}")
+            continue
+        for component in manifest.components:
+            inputs = seeded_inputs(component.inputs, 0)
+            for core in cores:
+                threads = (settings.threads or [1])[0]
+                variant = _Variant("artifact", path, manifest, component, threads)
+                emulated = f"qemu {arch} {core}"
+                try:
+                    _, timed = run_in_guest(
+                        env, core, path / component.model_file, manifest, component, [inputs],
+                        threads=threads, timed_runs=runs, timeout_s=settings.timeout_s,
+                    )  # fmt: skip
+                except EdgekitError as exc:
+                    failed = _failed_result(variant, _WorkerFailure("error", exc.message))
+                    results.append(failed.model_copy(update={"emulated": emulated}))
+                    continue
+                latency = summarize(timed["samples_ms"])
+                name, version = timed["runtime"].rsplit(" ", 1)
+                results.append(
+                    BenchResult(
+                        **_failed_result(variant, _WorkerFailure("error", "")).model_dump(
+                            include={
+                                "name",
+                                "format",
+                                "component",
+                                "model_kind",
+                                "precision",
+                                "plan",
+                                "artifact",
+                                "artifact_sha256",
+                                "random_weights",
+                                "model_size_bytes",
+                                "fp32_weight_bytes",
+                                "threads",
+                                "batch",
+                                "fidelity",
+                            }  # fmt: skip
+                        ),
+                        emulated=emulated,
+                        runtime=RuntimeInfo(
+                            name=name,
+                            version=version,
+                            threads=threads,
+                            settings={"threads": threads, "emulator": emulated},
+                        ),  # fmt: skip
+                        load_ms=timed["load_s"] * 1e3,
+                        warmup_runs=0,
+                        latency=latency,
+                        throughput_per_s=variant.batch * 1000.0 / latency.median_ms,
+                        samples_ms=reservoir(timed["samples_ms"]),
+                        samples_total=len(timed["samples_ms"]),
+                        reliability=reliability(latency, [], timed["samples_ms"]),
+                    )
+                )
+    notes.append(
+        "Emulated rows are wall time under qemu user mode (about 100-300x slower than native): "
+        "compare artifacts on the same core with them, never with a phone's or this host's "
+        "latency. Warm-up: the verification pass before the timed runs."
+    )
+    return BenchReport(
+        created_utc=now_utc(),
+        edgekit_version=__version__,
+        machine=machine_info(),
+        settings={"emulate": arch, "cores": cores, "runs": runs, "timeout_s": settings.timeout_s},
+        results=results,
         notes=notes,
     )
 
@@ -382,7 +474,7 @@ def _failed_result(variant: _Variant, failure: _WorkerFailure) -> BenchResult:
         threads=variant.threads,
         batch=variant.batch,
         runtime=RuntimeInfo(name=f"{manifest.format} runtime", version="not loaded"),
-        fidelity=_fidelity(component),
+        fidelity=_fidelity(component, variant.artifact),
     )
 
 
@@ -495,7 +587,7 @@ def _aggregate(
             peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds),
             rss_after_imports_bytes=min(r["rss_after_imports_bytes"] for r in rounds),
         ),
-        fidelity=_fidelity(component) if is_artifact else Fidelity(),
+        fidelity=_fidelity(component, variant.artifact) if is_artifact else Fidelity(),
         reliability=row_reliability,
         speedup_vs_pytorch=speedup,
         compute=compute,
@@ -596,9 +688,12 @@ def _model_size(manifest: Manifest, component: ComponentManifest) -> int:
     return sum(f.size_bytes for f in manifest.files if f.path.startswith(component.model_file))
 
 
-def _fidelity(component: ComponentManifest) -> Fidelity:
+def _fidelity(component: ComponentManifest, artifact: Path | None = None) -> Fidelity:
+    from edgekit.emulate.verify import emulated_statuses
+
     outputs = component.verification.outputs
     return Fidelity(
+        emulated_verification=emulated_statuses(artifact) if artifact else {},
         verification_status=ARTIFACT_STATUS[component.verification.status],
         worst_sqnr_db=min((o.sqnr_db for o in outputs if o.sqnr_db is not None), default=None),
         top1_agreement=next(

@@ -89,6 +89,10 @@ class Fidelity(BaseModel):
     verification_status: str | None = None
     worst_sqnr_db: float | None = None
     top1_agreement: float | None = None
+    emulated_verification: dict[str, str] = Field(
+        default_factory=dict,
+        description="Emulated core -> 'passed'/'failed' from `edgekit verify --emulate`.",
+    )
 
 
 class Reliability(BaseModel):
@@ -142,6 +146,11 @@ class BenchResult(BaseModel):
 
     name: str = Field(description="Artifact name, or 'pytorch-eager:<source>' for the baseline.")
     status: Literal["ok", "error", "crashed", "timed-out"] = "ok"
+    emulated: str | None = Field(
+        None,
+        description="Set for runs under emulation (e.g. 'qemu arm64 cortex-a76'): wall time "
+        "in an emulator, for comparing artifacts on one core, never a phone's latency.",
+    )
     error: str | None = Field(None, description="What went wrong, when status is not ok.")
     source: Literal["host", "device"] = "host"
     format: str = Field(description="'onnx', 'executorch', ... or 'pytorch'.")

@@ -11,6 +11,7 @@ import typer
 from edgekit import __version__
 from edgekit.cli import bench as bench_cmd
 from edgekit.cli import classify as classify_cmd
+from edgekit.cli import emulator as emulator_cmd
 from edgekit.cli import export as export_cmd
 from edgekit.cli import generate as generate_cmd
 from edgekit.cli import quantize as quantize_cmd
@@ -31,6 +32,8 @@ app.command("classify")(classify_cmd.classify)
 app.command("quickstart")(quickstart_cmd.quickstart)
 app.add_typer(quantize_cmd.app, name="quantize")
 app.add_typer(train_cmd.app, name="train")
+app.add_typer(emulator_cmd.app, name="emulator")
+app.command("verify")(emulator_cmd.verify)
 
 
 def _version(value: bool) -> None:

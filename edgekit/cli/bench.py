@@ -90,6 +90,13 @@ def bench(
     images: int = typer.Option(
         1, help="Stable Diffusion artifacts: whole images generated end to end (0: none)."
     ),
+    emulate: str | None = typer.Option(
+        None,
+        help="Run under emulation instead (arm64, after `edgekit emulator setup arm64`): "
+        "emulated wall time per core, for comparing artifacts, never a phone's latency.",
+    ),
+    cpu: str = typer.Option("cortex-a76", help="With --emulate: cores, e.g. cortex-a76,max."),
+    emulator_cache: Path | None = typer.Option(None, help="With --emulate: the emulator cache."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown_out: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
     report_dir: Path | None = typer.Option(
@@ -118,6 +125,10 @@ def bench(
             pipeline_steps=steps,
             pipeline_images=images,
             timeout_s=timeout,
+            emulate=(emulate, [c.strip() for c in cpu.split(",") if c.strip()])
+            if emulate
+            else None,
+            emulator_cache=emulator_cache,
         )
         with console.status("Benchmarking (one process per variant) ..."):
             report = run_bench(artifacts, timing=timing, settings=settings)

@@ -1,0 +1,281 @@
+"""`edgekit emulator setup arm64`: an arm64 Debian root with Python and the runtimes' wheels.
+
+Built once into a cache folder and reused:
+1. `debootstrap --foreign` downloads and unpacks a minimal arm64 Debian bookworm (its Python is
+   3.11, the version the host's wheels are for). Only the first stage: nothing in the root has to
+   be configured to run Python, so no arm64 code runs during the set-up;
+2. the Python packages that stage left in the root's apt archive are unpacked with dpkg-deb;
+3. numpy and the runtimes' aarch64 wheels, the same versions as on the host, are installed by the
+   host's pip (`--platform ... --target`), at native speed, not by pip under emulation;
+4. each core is probed inside the emulator and gets a root of its own (symlinks to the shared
+   one, plus its /proc/cpuinfo and /sys/devices/system/cpu; see `cores`).
+
+Everything is built in a temporary folder beside the cache and renamed into place at the end, so
+a failed or interrupted set-up leaves nothing that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.emulate.cores import CORES, PROBE, CoreIdentity
+from edgekit.errors import EdgekitError
+
+DEBIAN_SUITE = "bookworm"  # Python 3.11, like the host
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+GUEST_PYTHON = "usr/bin/python3.11"
+ENVIRONMENT_FILE = "environment.json"
+ARCHES = {
+    "arm64": {
+        "qemu": "qemu-aarch64-static",
+        "debian": "arm64",
+        # pip needs every manylinux tag it may take; Debian bookworm has glibc 2.36.
+        "platforms": ["manylinux2014_aarch64"]
+        + [f"manylinux_2_{v}_aarch64" for v in (17, 24, 27, 28, 31, 34, 35, 36)],
+    }
+}
+# The guest runs what the host verifies with; ExecuTorch is not among them (see README).
+GUEST_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")
+GUEST_FORMATS = ("onnx", "tflite")
+
+
+class EmulatorError(EdgekitError):
+    exit_code = 2
+
+
+def default_cache() -> Path:
+    base = os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit"
+    return Path(base) / "emulator"
+
+
+@dataclass
+class Environment:
+    root: Path
+    arch: str
+    identities: dict[str, CoreIdentity]
+    packages: dict[str, str]
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site"
+
+    def python(self, core: str) -> list[str]:
+        """The command that runs the guest's Python on `core`."""
+        if core not in self.identities:
+            raise EmulatorError(
+                f"Unknown core '{core}'.", hint=f"choose from {', '.join(self.identities)}."
+            )
+        prefix = self.root / "cores" / core
+        qemu = ARCHES[self.arch]["qemu"]
+        return [qemu, "-cpu", core, "-L", str(prefix), str(prefix / GUEST_PYTHON)]
+
+
+def host_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in GUEST_PACKAGES}
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise EmulatorError(f"Unknown emulator '{arch}'.", hint=f"choose from {', '.join(ARCHES)}.")
+
+
+def check_cores(cores: list[str]) -> None:
+    unknown = [c for c in cores if c not in CORES]
+    if unknown or not cores:
+        raise EmulatorError(
+            f"Unknown core{'s' if len(unknown) > 1 else ''} {', '.join(unknown) or '(none)'}.",
+            hint=f"choose from {', '.join(CORES)}.",
+        )
+
+
+def missing_tools(arch: str) -> list[str]:
+    needed = [ARCHES[arch]["qemu"], "debootstrap", "dpkg-deb"]
+    return [tool for tool in needed if shutil.which(tool) is None]
+
+
+def load(arch: str, cache: Path | None = None) -> Environment:
+    """The environment `setup` built, refusing one that is missing or built for other runtime
+    versions than the host's (its results would not be about the same runtimes)."""
+    check_arch(arch)
+    root = (cache or default_cache()) / arch
+    info_path = root / ENVIRONMENT_FILE
+    if not info_path.is_file():
+        raise EmulatorError(
+            f"The {arch} emulator is not set up (no {info_path}).",
+            hint=f"run `edgekit emulator setup {arch}` once (it caches what it builds).",
+        )
+    missing = missing_tools(arch)[:1]
+    if missing:
+        raise EmulatorError(
+            f"{missing[0]} is not installed, so nothing can run under emulation.",
+            hint="apt-get install qemu-user-static (Debian/Ubuntu).",
+        )
+    info = json.loads(info_path.read_text())
+    if info["packages"] != host_versions():
+        raise EmulatorError(
+            f"The {arch} emulator has {info['packages']}, the host {host_versions()}.",
+            hint=f"run `edgekit emulator setup {arch} --rebuild` for this host's runtimes.",
+        )
+    identities = {name: CoreIdentity(**value) for name, value in info["cores"].items()}
+    return Environment(root=root, arch=arch, identities=identities, packages=info["packages"])
+
+
+def setup(
+    arch: str,
+    cache: Path | None = None,
+    *,
+    rebuild: bool = False,
+    progress: Callable[[str], None] = lambda step: None,
+) -> Environment:
+    check_arch(arch)
+    cache = cache or default_cache()
+    if not rebuild:
+        try:
+            return load(arch, cache)
+        except EmulatorError:
+            pass  # missing or stale: build it
+    missing = missing_tools(arch)
+    if missing:
+        raise EmulatorError(
+            f"Setting up the {arch} emulator needs {', '.join(missing)}, which this machine lacks.",
+            hint="apt-get install qemu-user-static debootstrap (as root), then run again.",
+        )
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise EmulatorError(
+            "debootstrap has to run as root to unpack the arm64 root (device nodes, ownership).",
+            hint=f"run `sudo edgekit emulator setup {arch}` once; later runs need no root.",
+        )
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{arch}-building-", dir=cache))
+    except OSError as exc:
+        raise EmulatorError(
+            f"Cannot write the emulator cache at {cache}: {exc.strerror}.",
+            hint="pass --cache DIR on a disk with about 500 MB free.",
+        ) from None
+    try:
+        _build(arch, staging, progress)
+        final = cache / arch
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        # The per-core roots link into the shared root by absolute path: rewrite them.
+        _make_core_roots(final, load_identities(final))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load(arch, cache)
+
+
+def load_identities(root: Path) -> dict[str, CoreIdentity]:
+    info = json.loads((root / ENVIRONMENT_FILE).read_text())
+    return {name: CoreIdentity(**value) for name, value in info["cores"].items()}
+
+
+def _step(name: str, command: list[str], fix: str) -> None:
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        tail = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-1:]
+        raise EmulatorError(
+            f"Emulator set-up failed at '{name}' (exit {completed.returncode}): "
+            f"{tail[0] if tail else 'no output'}",
+            hint=fix,
+        )
+
+
+def _build(arch: str, root: Path, progress: Callable[[str], None]) -> None:
+    spec = ARCHES[arch]
+    rootfs = root / "rootfs"
+    progress(f"downloading and unpacking a minimal {spec['debian']} Debian {DEBIAN_SUITE}")
+    _step(
+        "debootstrap",
+        ["debootstrap", f"--arch={spec['debian']}", "--variant=minbase", "--foreign",
+         "--include=python3.11,libpython3.11-stdlib", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
+        fix=f"check that {DEBIAN_MIRROR} is reachable and the disk has about 500 MB free.",
+    )  # fmt: skip
+    progress("unpacking Python into the root")
+    for deb in sorted((rootfs / "var/cache/apt/archives").glob("*.deb")):
+        _step("dpkg-deb", ["dpkg-deb", "-x", str(deb), str(rootfs)], fix="the download may be "
+              "corrupt: run the set-up again with --rebuild.")  # fmt: skip
+    if not (rootfs / GUEST_PYTHON).is_file():
+        raise EmulatorError(
+            f"The {arch} root has no {GUEST_PYTHON} after unpacking.",
+            hint="run the set-up again with --rebuild.",
+        )
+    progress(f"installing {', '.join(GUEST_PACKAGES)} aarch64 wheels (host's pip)")
+    versions = host_versions()
+    platforms = [arg for p in spec["platforms"] for arg in ("--platform", p)]
+    _step(
+        "pip install",
+        [sys.executable, "-m", "pip", "install", "--quiet", "--only-binary=:all:",
+         "--python-version", "3.11", "--implementation", "cp", *platforms,
+         "--target", str(root / "site"), *(f"{n}=={v}" for n, v in versions.items())],
+        fix="check that PyPI is reachable and has aarch64 wheels of these versions.",
+    )  # fmt: skip
+    identities = {}
+    _make_core_roots(root, {})
+    for core in CORES:
+        progress(f"probing {core} inside the emulator")
+        identities[core] = _probe(arch, root, core)
+    (root / ENVIRONMENT_FILE).write_text(
+        json.dumps(
+            {
+                "arch": arch,
+                "suite": DEBIAN_SUITE,
+                "packages": versions,
+                "cores": {name: vars(identity) for name, identity in identities.items()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def _make_core_roots(root: Path, identities: dict[str, CoreIdentity]) -> None:
+    """cores/<core>/: the shared root's top-level entries as symlinks, plus this core's
+    /proc/cpuinfo and /sys/devices/system/cpu, which qemu's -L prefix serves to the guest in
+    place of the host's x86 files."""
+    rootfs = root / "rootfs"
+    processors = os.cpu_count() or 1
+    for core in CORES:
+        prefix = root / "cores" / core
+        if prefix.exists():
+            shutil.rmtree(prefix)
+        prefix.mkdir(parents=True)
+        for entry in rootfs.iterdir():
+            if entry.name not in {"proc", "sys"}:
+                (prefix / entry.name).symlink_to(entry.resolve())
+        identity = identities.get(core)
+        if identity is None:
+            continue  # probing: a neutral root without cpuinfo, enough to run Python
+        (prefix / "proc").mkdir()
+        (prefix / "proc" / "cpuinfo").write_text(identity.cpuinfo(processors))
+        cpus = prefix / "sys" / "devices" / "system" / "cpu"
+        cpus.mkdir(parents=True)
+        for name in ("possible", "present", "online"):
+            (cpus / name).write_text(f"0-{processors - 1}\n" if processors > 1 else "0\n")
+        for index in range(processors):
+            regs = cpus / f"cpu{index}" / "regs" / "identification"
+            regs.mkdir(parents=True)
+            (regs / "midr_el1").write_text(f"0x{identity.midr:016x}\n")
+
+
+def _probe(arch: str, root: Path, core: str) -> CoreIdentity:
+    prefix = root / "cores" / core
+    command = [ARCHES[arch]["qemu"], "-cpu", core, "-L", str(prefix), str(prefix / GUEST_PYTHON)]
+    completed = subprocess.run([*command, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    if completed.returncode != 0:
+        raise EmulatorError(
+            f"Probing {core} inside the emulator failed: {completed.stderr.strip()[-300:]}",
+            hint="check that qemu supports this core: `qemu-aarch64-static -cpu help`.",
+        )
+    return CoreIdentity(core=core, **json.loads(completed.stdout.strip().splitlines()[-1]))

@@ -1,0 +1,97 @@
+"""Runs inside the emulator with the guest's Python: `python3 guest.py REQUEST.json`.
+
+Standalone on purpose: only numpy and the runtime's aarch64 wheel are installed in the guest, so
+this file imports nothing from edgekit. It loads the artifact the way edgekit's host runtimes do
+(onnxruntime's CPU provider; LiteRT with its default XNNPACK delegate, tensors matched by the
+position in litert-torch's signature names), runs every input set, and times the runs when asked.
+The request names an inputs .npz (keys "<set>/<input name>") and where to write the outputs.
+"""
+
+import json
+import re
+import sys
+import time
+
+
+def open_onnx(model_path, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feed):
+        return dict(zip(names, session.run(names, feed), strict=True))
+
+    return run, f"onnxruntime {ort.__version__}"
+
+
+def open_tflite(model_path, threads, input_names, output_names):
+    import importlib.metadata
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=model_path, num_threads=threads or None)
+    interpreter.allocate_tensors()
+    runner = interpreter.get_signature_runner()
+
+    def by_position(details):
+        return [d for _, d in sorted((int(re.search(r"(\d+)$", k).group(1)), d)
+                                     for k, d in details.items())]  # fmt: skip
+
+    inputs = list(zip(input_names, by_position(runner.get_input_details()), strict=True))
+    outputs = list(zip(output_names, by_position(runner.get_output_details()), strict=True))
+
+    def run(feed):
+        for name, detail in inputs:
+            interpreter.set_tensor(detail["index"], np.asarray(feed[name], dtype=detail["dtype"]))
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(detail["index"]).copy() for name, detail in outputs}
+
+    return run, f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+
+
+def main(request_path):
+    with open(request_path) as handle:
+        request = json.load(handle)
+    sys.path.insert(0, request["site"])
+    import numpy as np
+
+    started = time.perf_counter()
+    if request["format"] == "onnx":
+        run, runtime = open_onnx(request["model"], request["threads"])
+    elif request["format"] == "tflite":
+        run, runtime = open_tflite(
+            request["model"], request["threads"], request["inputs_order"], request["outputs_order"]
+        )
+    else:
+        raise SystemExit(f"no guest runtime for {request['format']}")
+    load_s = time.perf_counter() - started
+
+    stored = np.load(request["inputs"])
+    sets = sorted({key.split("/", 1)[0] for key in stored.files}, key=int)
+    outputs = {}
+    for index in sets:
+        feed = {key.split("/", 1)[1]: stored[key] for key in stored.files
+                if key.startswith(index + "/")}  # fmt: skip
+        for name, value in run(feed).items():
+            outputs[f"{index}/{name}"] = value
+    np.savez(request["outputs"], **outputs)
+
+    samples = []
+    if request.get("timed_runs"):
+        feed = {key.split("/", 1)[1]: stored[key] for key in stored.files if key.startswith("0/")}
+        for _ in range(request["timed_runs"]):
+            started = time.perf_counter()
+            run(feed)
+            samples.append((time.perf_counter() - started) * 1e3)
+    with open(request["result"], "w") as handle:
+        json.dump({"runtime": runtime, "load_s": load_s, "samples_ms": samples}, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
