@@ -1,6 +1,6 @@
 """fp32, int8 and mixed artifacts on emulated ARM64 cores vs this x86 host and PyTorch.
 
-    .venv/bin/python benchmarks/bench_emulated.py [--preset mobilevit-small] [--cores ...]
+    .venv/bin/python -m benchmarks.bench_emulated [--preset mobilevit-small] [--cores ...]
 
 Needs `edgekit emulator setup arm64` (run it once; `--cache` as there). Each artifact (ONNX,
 TFLite; ExecuTorch cannot run under emulation, see README) runs on crops of real photos (the
