@@ -306,24 +306,7 @@ def _run_emulated(
                 name, version = timed["runtime"].rsplit(" ", 1)
                 results.append(
                     BenchResult(
-                        **_failed_result(variant, _WorkerFailure("error", "")).model_dump(
-                            include={
-                                "name",
-                                "format",
-                                "component",
-                                "model_kind",
-                                "precision",
-                                "plan",
-                                "artifact",
-                                "artifact_sha256",
-                                "random_weights",
-                                "model_size_bytes",
-                                "fp32_weight_bytes",
-                                "threads",
-                                "batch",
-                                "fidelity",
-                            }  # fmt: skip
-                        ),
+                        **_artifact_fields(variant),
                         emulated=emulated,
                         runtime=RuntimeInfo(
                             name=name,
@@ -455,26 +438,34 @@ def _run_worker(request: dict[str, Any], name: str, timeout_s: float) -> dict[st
         raise _WorkerFailure("crashed", f"{name} crashed (exit {completed.returncode}): {tail}")
 
 
-def _failed_result(variant: _Variant, failure: _WorkerFailure) -> BenchResult:
+def _artifact_fields(variant: _Variant) -> dict[str, Any]:
+    """What a row says about the artifact itself, from its manifest: the same whether it was
+    measured, failed, or ran under emulation."""
     manifest, component = variant.manifest, variant.component
+    return {
+        "name": variant.name,
+        "format": manifest.format if variant.kind == "artifact" else "pytorch",
+        "component": component.name,
+        "model_kind": component.model_kind,
+        "precision": manifest.precision,
+        "plan": _plan_name(manifest),
+        "artifact": str(variant.artifact),
+        "artifact_sha256": _model_file_sha256(manifest, component),
+        "random_weights": manifest.random_weights,
+        "model_size_bytes": _model_size(manifest, component),
+        "fp32_weight_bytes": component.parameter_count * 4,
+        "threads": variant.threads,
+        "batch": variant.batch,
+        "fidelity": _fidelity(component, variant.artifact),
+    }
+
+
+def _failed_result(variant: _Variant, failure: _WorkerFailure) -> BenchResult:
     return BenchResult(
-        name=variant.name,
+        **_artifact_fields(variant),
         status=failure.status,
         error=failure.message,
-        format=manifest.format if variant.kind == "artifact" else "pytorch",
-        component=component.name,
-        model_kind=component.model_kind,
-        precision=manifest.precision,
-        plan=_plan_name(manifest),
-        artifact=str(variant.artifact),
-        artifact_sha256=_model_file_sha256(manifest, component),
-        random_weights=manifest.random_weights,
-        model_size_bytes=_model_size(manifest, component),
-        fp32_weight_bytes=component.parameter_count * 4,
-        threads=variant.threads,
-        batch=variant.batch,
-        runtime=RuntimeInfo(name=f"{manifest.format} runtime", version="not loaded"),
-        fidelity=_fidelity(component, variant.artifact),
+        runtime=RuntimeInfo(name=f"{variant.manifest.format} runtime", version="not loaded"),
     )
 
 
