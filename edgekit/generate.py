@@ -97,7 +97,7 @@ def generate(
     compare_with_pytorch: bool = True,
 ) -> GenerateResult:
     manifest = check_artifact(artifact_dir, steps=steps)
-    components = _artifact_components(artifact_dir, manifest, threads)
+    components = open_components(artifact_dir, manifest, threads)
     started = time.perf_counter()
     image = run_pipeline(
         components, artifact_dir, manifest, prompt, negative_prompt, steps, guidance_scale, seed
@@ -295,8 +295,8 @@ def _check_pipeline(manifest: Manifest) -> None:
         )
 
 
-def _artifact_components(artifact_dir: Path, manifest: Manifest, threads: int | None):
-
+def open_components(artifact_dir: Path, manifest: Manifest, threads: int | None):
+    """Every component's runtime, as its target profile sets it up (generate, bench)."""
     return {
         c.name: exporters.open_runtime(artifact_dir, manifest, c, threads=threads)
         for c in manifest.components

@@ -322,9 +322,9 @@ def test_generate_refuses_an_unwritable_output_before_running(sd_onnx, tmp_path,
 
 
 def test_generate_runtimes_use_the_artifacts_profile_settings(sd_onnx):
-    from edgekit.generate import _artifact_components
+    from edgekit.generate import open_components
 
     manifest = read_manifest(sd_onnx)
     for threads, expected in ((None, 1), (2, 2)):  # the profile's 1, or the --threads flag
-        for runtime in _artifact_components(sd_onnx, manifest, threads).values():
+        for runtime in open_components(sd_onnx, manifest, threads).values():
             assert runtime.session.get_session_options().intra_op_num_threads == expected

@@ -439,24 +439,25 @@ def _run_worker(request: dict[str, Any], name: str, timeout_s: float) -> dict[st
 
 
 def _artifact_fields(variant: _Variant) -> dict[str, Any]:
-    """What a row says about the artifact itself, from its manifest: the same whether it was
-    measured, failed, or ran under emulation."""
+    """What a row says about what it measured, from the manifest: the same whether it was
+    measured, failed, or ran under emulation. The PyTorch baseline is the fp32 source module."""
     manifest, component = variant.manifest, variant.component
+    is_artifact = variant.kind == "artifact"
     return {
         "name": variant.name,
-        "format": manifest.format if variant.kind == "artifact" else "pytorch",
+        "format": manifest.format if is_artifact else "pytorch",
         "component": component.name,
         "model_kind": component.model_kind,
-        "precision": manifest.precision,
-        "plan": _plan_name(manifest),
-        "artifact": str(variant.artifact),
-        "artifact_sha256": _model_file_sha256(manifest, component),
+        "precision": manifest.precision if is_artifact else "fp32",
+        "plan": _plan_name(manifest) if is_artifact else None,
+        "artifact": str(variant.artifact) if is_artifact else None,
+        "artifact_sha256": _model_file_sha256(manifest, component) if is_artifact else None,
         "random_weights": manifest.random_weights,
         "model_size_bytes": _model_size(manifest, component),
         "fp32_weight_bytes": component.parameter_count * 4,
         "threads": variant.threads,
         "batch": variant.batch,
-        "fidelity": _fidelity(component, variant.artifact),
+        "fidelity": _fidelity(component, variant.artifact) if is_artifact else Fidelity(),
     }
 
 
@@ -544,19 +545,8 @@ def _aggregate(
     }
     last = rounds[-1]
     return BenchResult(
-        name=variant.name,
-        format=manifest.format if is_artifact else "pytorch",
-        component=component.name,
-        model_kind=component.model_kind,
-        precision=precision,
-        plan=_plan_name(manifest) if is_artifact else None,
-        artifact=str(variant.artifact) if is_artifact else None,
-        artifact_sha256=_model_file_sha256(manifest, component) if is_artifact else None,
-        random_weights=manifest.random_weights,
-        model_size_bytes=rounds[0]["model_size_bytes"],
-        fp32_weight_bytes=component.parameter_count * 4,
-        threads=variant.threads,
-        batch=variant.batch,
+        # The worker measured the size: the files the runtime loads, or the module's parameters.
+        **{**_artifact_fields(variant), "model_size_bytes": rounds[0]["model_size_bytes"]},
         runtime=RuntimeInfo(
             **rounds[0]["runtime"],
             threads=runtime_settings.get("threads"),
@@ -578,7 +568,6 @@ def _aggregate(
             peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds),
             rss_after_imports_bytes=min(r["rss_after_imports_bytes"] for r in rounds),
         ),
-        fidelity=_fidelity(component, variant.artifact) if is_artifact else Fidelity(),
         reliability=row_reliability,
         speedup_vs_pytorch=speedup,
         compute=compute,

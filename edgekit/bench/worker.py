@@ -168,10 +168,7 @@ def _pipeline(artifact: Path, manifest, request: dict[str, Any]) -> dict[str, An
     _import_all(exporters.exporter_class(manifest.format).runtime_modules)
 
     def open_all():
-        return {
-            c.name: exporters.open_runtime(artifact, manifest, c, threads=threads)
-            for c in manifest.components
-        }
+        return generate.open_components(artifact, manifest, threads)
 
     started = time.perf_counter()
     components = open_all()
