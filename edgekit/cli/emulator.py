@@ -47,10 +47,22 @@ def verify(
     ),
     cpu: str = typer.Option("cortex-a76", help="Emulated cores, e.g. cortex-a76,neoverse-n1,max."),
     cache: Path | None = typer.Option(None, help=CACHE_HELP),
+    localize: bool = typer.Option(
+        False,
+        "--localize",
+        help="Compare every layer's output with PyTorch's and name the first module where the "
+        "error jumps (ONNX and TFLite artifacts; on this host or the emulated cores).",
+    ),
+    images: Path | None = typer.Option(
+        None, help="With --localize: feed these photos (a folder) instead of the seeded inputs."
+    ),
+    jump_db: float = typer.Option(
+        10.0, help="With --localize: the SQNR drop (dB) from one layer to the next that counts."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run an artifact's verification inputs again, on this host or on emulated cores (then vs
-    PyTorch and vs this host)."""
+    PyTorch and vs this host); --localize finds the layer a divergence starts at."""
     configure_logging(verbose)
     with Guard():
         from edgekit.emulate import environment
@@ -61,6 +73,13 @@ def verify(
             environment.check_arch(emulate)
             cores = [c.strip() for c in cpu.split(",") if c.strip()]
             environment.check_cores(cores)
+        if images is not None and not localize:
+            from edgekit.emulate.localize import LocalizeError
+
+            raise LocalizeError("--images is used by --localize only.", hint="add --localize.")
+        if localize:
+            _localize(artifact, images, cores, emulate, cache, jump_db)
+            return
         where = f"emulated {', '.join(cores)} (slow: ~100-300x)" if cores else "this host"
         with console.status(f"Running on {where} ..."):
             checks = verify_emulated(artifact, cores, arch=emulate, cache=cache)
@@ -78,6 +97,69 @@ def verify(
                 hint="a failure on one core only points at that core's kernels (e.g. i8mm on "
                 "max): compare its row with the x86 columns.",
             )
+
+
+def _localize(artifact, images, cores, arch, cache, jump_db):
+    from edgekit.emulate.localize import LOCALIZE_FILE, describe_jump, localize
+
+    where = f"emulated {', '.join(cores)} (slow: ~100-300x)" if cores else "this host"
+    with console.status(f"Running every layer on {where} ..."):
+        results = localize(
+            artifact, images=images, cores=cores, arch=arch or "arm64", cache=cache,
+            jump_db=jump_db,
+        )  # fmt: skip
+    for result in results:
+        console.print(_layer_table(result))
+        console.print(f"[bold]{result.component} on {result.where}:[/bold] {describe_jump(result)}")
+        if result.first_host_divergence is not None:
+            layer = result.first_host_divergence
+            console.print(
+                f"  leaves this x86 host's numbers at {layer.module} ({layer.kind}): "
+                f"{layer.sqnr_vs_host_db:.1f} dB vs x86"
+            )
+        for note in result.notes:
+            console.print(f"  note: {note}")
+    console.print(f"Every layer is in {artifact / LOCALIZE_FILE}")
+
+
+def _layer_table(result, context: int = 6):
+    """The layers around the jump (or the lowest ones), not all few hundred."""
+    from rich.table import Table
+
+    layers = result.layers
+    focus = result.first_jump or result.first_host_divergence
+    if focus is not None:
+        at = layers.index(focus)
+        shown = layers[max(0, at - context) : at + context + 1]
+    else:
+        from edgekit.emulate.localize import trusted
+
+        shown = sorted(trusted(layers), key=lambda layer: layer.sqnr_db)[:context]
+        shown.sort(key=layers.index)
+    table = Table(
+        title=f"{result.component}: {result.runtime} on {result.where}, {result.inputs} "
+        f"({len(layers)} of {result.modules_total} modules compared)",
+        title_justify="left",
+    )
+    columns = ["#", "module", "type", "shape", "SQNR vs PyTorch", "max |diff|"]
+    emulated = any(layer.sqnr_vs_host_db is not None for layer in layers)
+    columns += ["SQNR vs x86"] if emulated else []
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"module", "type"} else "right")
+    for layer in shown:
+        marker = " <" if layer is focus else ""
+        cells = [
+            str(layers.index(layer)),
+            layer.module + marker,
+            layer.kind,
+            "x".join(map(str, layer.shape)),
+            f"{layer.sqnr_db:.1f} dB",
+            f"{layer.max_abs_diff:.2e}",
+        ]
+        if emulated:
+            cells.append(_db(layer.sqnr_vs_host_db))
+        table.add_row(*cells)
+    return table
 
 
 def _table(check):

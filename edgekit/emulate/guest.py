@@ -13,7 +13,7 @@ import sys
 import time
 
 
-def open_onnx(model_path, threads):
+def open_onnx(model_path, threads, probe=None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -21,7 +21,7 @@ def open_onnx(model_path, threads):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    names = probe or [o.name for o in session.get_outputs()]
 
     def run(feed):
         return dict(zip(names, session.run(names, feed), strict=True))
@@ -29,7 +29,7 @@ def open_onnx(model_path, threads):
     return run, f"onnxruntime {ort.__version__}"
 
 
-def open_tflite(model_path, threads, input_names, output_names):
+def open_tflite(model_path, threads, input_names, output_names, probe=None):
     import importlib.metadata
 
     import numpy as np
@@ -37,6 +37,16 @@ def open_tflite(model_path, threads, input_names, output_names):
 
     interpreter = Interpreter(model_path=model_path, num_threads=threads or None)
     interpreter.allocate_tensors()
+    if probe:  # verify --localize: a probe model whose subgraph outputs these tensor indices
+        details = interpreter.get_input_details()
+
+        def run_probe(feed):
+            for name, detail in zip(input_names, details, strict=True):
+                interpreter.set_tensor(detail["index"], np.asarray(feed[name], detail["dtype"]))
+            interpreter.invoke()
+            return {index: interpreter.get_tensor(int(index)).copy() for index in probe}
+
+        return run_probe, f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
     runner = interpreter.get_signature_runner()
 
     def by_position(details):
@@ -63,10 +73,14 @@ def main(request_path):
 
     started = time.perf_counter()
     if request["format"] == "onnx":
-        run, runtime = open_onnx(request["model"], request["threads"])
+        run, runtime = open_onnx(request["model"], request["threads"], request.get("probe_tensors"))
     elif request["format"] == "tflite":
         run, runtime = open_tflite(
-            request["model"], request["threads"], request["inputs_order"], request["outputs_order"]
+            request["model"],
+            request["threads"],
+            request["inputs_order"],
+            request["outputs_order"],
+            request.get("probe_tensors"),
         )
     else:
         raise SystemExit(f"no guest runtime for {request['format']}")

@@ -57,8 +57,13 @@ def run_in_guest(
     threads: int | None = None,
     timed_runs: int = 0,
     timeout_s: float = GUEST_TIMEOUT_S,
+    probe_tensors: list[str] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
-    """Run `input_sets` through the artifact inside the emulator; (outputs per set, timings)."""
+    """Run `input_sets` through the artifact inside the emulator; (outputs per set, timings).
+
+    `probe_tensors` (verify --localize): fetch these values instead of the declared outputs
+    (ONNX value names, or LiteRT tensor indices as strings)."""
+    output_names = probe_tensors or [spec.name for spec in component.outputs]
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as scratch:
         scratch_path = Path(scratch)
         np.savez(
@@ -73,6 +78,7 @@ def run_in_guest(
             "inputs": str(scratch_path / "inputs.npz"),
             "inputs_order": [spec.name for spec in component.inputs],
             "outputs_order": [spec.name for spec in component.outputs],
+            "probe_tensors": probe_tensors,
             "outputs": str(scratch_path / "outputs.npz"),
             "result": str(scratch_path / "result.json"),
             "timed_runs": timed_runs,
@@ -94,8 +100,7 @@ def run_in_guest(
             )
         stored = np.load(scratch_path / "outputs.npz")
         outputs = [
-            {spec.name: stored[f"{i}/{spec.name}"] for spec in component.outputs}
-            for i in range(len(input_sets))
+            {name: stored[f"{i}/{name}"] for name in output_names} for i in range(len(input_sets))
         ]
         return outputs, json.loads((scratch_path / "result.json").read_text())
 
