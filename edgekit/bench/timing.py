@@ -100,7 +100,8 @@ def median_confidence_interval(
     cumulative = 0.0
     j = 0  # number of samples dropped from each end
     for i in range(n):
-        cumulative += math.comb(n, i) / 2.0**n
+        # integer / integer: exact and correctly rounded, where 2.0**n overflows from n = 1024
+        cumulative += math.comb(n, i) / (1 << n)
         if cumulative > tail:
             break
         j = i + 1
