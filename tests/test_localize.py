@@ -54,11 +54,11 @@ def _break_onnx_conv(folder: Path, module: str) -> None:
 def _break_tflite_conv(folder: Path, module_segment: str) -> None:
     """Scale the filter of the first CONV_2D whose output tensor lies in `module_segment`'s scope
     (litert-torch names tensors by module stack) by 1.5."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
 
     path = folder / "model.tflite"
-    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     subgraph = model.subgraphs[0]
     conv_codes = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D}
     for op in subgraph.operators:
@@ -72,9 +72,7 @@ def _break_tflite_conv(folder: Path, module_segment: str) -> None:
             break
     else:
         raise AssertionError(f"no convolution in {module_segment}")
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(builder.Output())
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])

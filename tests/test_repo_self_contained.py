@@ -6,8 +6,17 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "dist",
-                ".tools", "node_modules"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "build",
+    "dist",
+    ".tools",
+    "node_modules",
+}
 TEXT_SUFFIXES = {".py", ".toml", ".md", ".txt", ".cfg", ".json", ".yaml", ".yml", ".kt", ".swift"}
 # A path that leaves the checkout (../something) or names the team's working notes beside it.
 # Spelled in two parts so this file does not match itself.

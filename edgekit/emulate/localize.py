@@ -304,17 +304,16 @@ def _op_order(subgraph) -> dict[int, int]:
 
 
 def write_tflite_probe(model_path: Path, destination: Path, tensors: list[int]) -> None:
-    """A copy of the flatbuffer whose first subgraph also outputs `tensors`."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
+    """A copy of the flatbuffer whose first subgraph also outputs `tensors`. LiteRT's own
+    flatbuffer utilities read it, so weights stored after the flatbuffer (by offset, as
+    litert-torch writes larger models) come back inline (models under 2 GB)."""
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(model_path.read_bytes()), 0)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_path.read_bytes()))
     subgraph = model.subgraphs[0]
     outputs = [int(i) for i in subgraph.outputs]
     subgraph.outputs = outputs + [i for i in dict.fromkeys(tensors) if i not in outputs]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    destination.write_bytes(builder.Output())
+    destination.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def run_tflite_probe(probe_path: Path, input_sets, input_names, tensors, threads=1):
