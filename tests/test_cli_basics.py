@@ -46,6 +46,9 @@ def test_help_does_not_import_heavy_modules():
         ["classify"],
         ["train", "dreambooth"],
         ["train", "classifier"],
+        ["install"],
+        ["verify"],
+        ["emulator", "setup"],
     ],
 )
 def test_every_command_has_help(command):

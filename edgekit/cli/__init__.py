@@ -14,6 +14,7 @@ from edgekit.cli import classify as classify_cmd
 from edgekit.cli import emulator as emulator_cmd
 from edgekit.cli import export as export_cmd
 from edgekit.cli import generate as generate_cmd
+from edgekit.cli import install as install_cmd
 from edgekit.cli import quantize as quantize_cmd
 from edgekit.cli import quickstart as quickstart_cmd
 from edgekit.cli import train as train_cmd
@@ -29,6 +30,7 @@ app.command("export")(export_cmd.export)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("generate")(generate_cmd.generate)
 app.command("classify")(classify_cmd.classify)
+app.command("install")(install_cmd.install)
 app.command("quickstart")(quickstart_cmd.quickstart)
 app.add_typer(quantize_cmd.app, name="quantize")
 app.add_typer(train_cmd.app, name="train")

@@ -97,6 +97,13 @@ def bench(
     ),
     cpu: str = typer.Option("cortex-a76", help="With --emulate: cores, e.g. cortex-a76,max."),
     emulator_cache: Path | None = typer.Option(None, help="With --emulate: the emulator cache."),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Measure on an Android phone instead: adb, or adb:SERIAL with several connected. "
+        "Runs the android-demo app's benchmark mode (android-demo/BENCH_PROTOCOL.md); "
+        "--min-time becomes its sustained mode.",
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown_out: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
     report_dir: Path | None = typer.Option(
@@ -109,6 +116,20 @@ def bench(
 ) -> None:
     """Benchmark artifacts, each in its own process: load, first run, percentiles, memory."""
     configure_logging(verbose)
+    if device is not None:
+        from edgekit.cli.device_bench import bench_device
+
+        host_only = {
+            "--emulate": emulate is not None,
+            "--profile-ops": profile_ops,
+            "--batch": batch is not None,
+            "--rounds": rounds != 1,
+        }
+        return bench_device(
+            artifacts, device, threads=threads, runs=runs, warmup=warmup, min_time=min_time,
+            timeout=timeout, host_only=host_only, json_out=json_out, markdown_out=markdown_out,
+            report_dir=report_dir, top=top,
+        )  # fmt: skip
     with Guard():
         from edgekit.bench import BenchSettings, TimingSettings, run_bench
 
