@@ -455,7 +455,7 @@ def test_ingest_refuses_another_schema_version(tmp_path):
     path = _device_json(tmp_path, lambda d: d.update(schema_version="1.1"))
     with pytest.raises(BenchReportError) as caught:
         load_report(path)
-    assert "is bench schema 1.1; edgekit reads 2.0" in str(caught.value)
+    assert "is bench schema 1.1; edgekit reads 2.0, 2.1" in str(caught.value)
     assert "re-run the demo app's benchmark" in str(caught.value)
     missing = _device_json(tmp_path, lambda d: d.pop("schema_version"))
     with pytest.raises(BenchReportError, match="has no schema_version"):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Versions this edgekit reads. A major version changes field meanings (1.x had flat results
 # without status, batch or samples), so older files are refused rather than half-read.
-READABLE_VERSIONS = (BENCH_SCHEMA_VERSION,)
+READABLE_VERSIONS = ("2.0", BENCH_SCHEMA_VERSION)  # 2.1 only added optional fields
 # Field problems listed in the one-line error; the count of the rest follows.
 MAX_LISTED_PROBLEMS = 5
 _RERUN_HINT = "re-run the demo app's benchmark with an app built from this edgekit version."

@@ -20,7 +20,9 @@ from edgekit.json_schema import json_schema, write_json_schema
 # 2.0: results grouped into runtime / memory / fidelity / reliability / compute, batch and
 # status per row, raw samples, a confidence interval for the median, named estimators, per-op
 # rows, Stable Diffusion pipeline breakdowns. 1.x files are refused by `bench ingest`.
-BENCH_SCHEMA_VERSION = "2.0"
+# 2.1 added, all optional: machine.soc and thermal state, runtime.compute_units, sustained runs
+# (what the demo apps measure on phones). 2.0 reports still read.
+BENCH_SCHEMA_VERSION = "2.1"
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "bench.schema.json"
 
 # What each statistic is, written into every report: device benchmark apps have renamed a
@@ -64,10 +66,30 @@ class RuntimeInfo(BaseModel):
     delegate: str | None = Field(
         None, description="Delegate or execution provider: 'xnnpack', 'CPUExecutionProvider'."
     )
+    compute_units: str | None = Field(
+        None,
+        description="Core ML compute units the model was loaded with: cpuOnly, cpuAndGPU, "
+        "cpuAndNeuralEngine or all (the OS decides where each op runs within them).",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings the runtime was created with (threads, delegate, execution "
         "provider, spinning, compute units), from the target profile and the command line.",
+    )
+
+
+class SustainedRun(BaseModel):
+    """A run repeated for minutes on a phone, so thermal throttling shows: one median per window."""
+
+    duration_s: float = Field(description="How long the model was run back to back.")
+    window_s: float = Field(description="Length of each window whose median is recorded.")
+    window_medians_ms: list[float] = Field(description="Median latency of each window, in order.")
+    thermal_states: list[str] = Field(
+        default_factory=list,
+        description="The platform's thermal state at the end of each window (see MachineInfo).",
+    )
+    slowdown: float | None = Field(
+        None, description="Last window's median / first window's: >1 means it slowed down."
     )
 
 
@@ -178,6 +200,9 @@ class BenchResult(BaseModel):
     round_medians_ms: list[float] = Field(
         default_factory=list, description="Median of each interleaved round (when rounds > 1)."
     )
+    sustained: SustainedRun | None = Field(
+        None, description="Device runs in sustained mode: latency per window over minutes."
+    )
     samples_ms: list[float] = Field(
         default_factory=list,
         description="The timed runs in order, or a uniform reservoir of them when there were "
@@ -252,6 +277,14 @@ class MachineInfo(BaseModel):
     )
     python: str | None = None
     device: str = Field("host", description="'host', or the phone model for device runs.")
+    soc: str | None = Field(None, description="System on chip of a phone (e.g. 'Tensor G3').")
+    thermal_state_start: str | None = Field(
+        None,
+        description="Thermal state when the run started, as the platform names it: Android "
+        "PowerManager status (none, light, moderate, severe, critical, emergency, shutdown), iOS "
+        "ProcessInfo.thermalState (nominal, fair, serious, critical).",
+    )
+    thermal_state_end: str | None = Field(None, description="Thermal state when it ended.")
     load_average: float | None = Field(
         None, description="1-minute load average when the run started."
     )
