@@ -104,6 +104,15 @@ def test_a_failed_setup_leaves_nothing_a_later_run_would_trust(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []  # no arm64/, no half-built staging folder
 
 
+def test_instruction_counts_need_the_dynamic_qemu(tmp_path, monkeypatch):
+    env = environment.Environment(root=tmp_path, arch="arm64", identities={}, packages={})
+    monkeypatch.setattr(environment.shutil, "which", lambda name: None)
+    reason = env.instruction_counter_unavailable()
+    assert "qemu-user-static cannot load TCG plugins: apt-get install qemu-user" in reason
+    with pytest.raises(environment.EmulatorError, match="Counting instructions needs"):
+        env.instruction_counter()
+
+
 @pytest.mark.slow
 def test_setup_verify_and_bench_under_emulation(mobilevit_artifacts, tmp_path_factory):
     missing = environment.missing_tools("arm64")
@@ -140,3 +149,14 @@ def test_setup_verify_and_bench_under_emulation(mobilevit_artifacts, tmp_path_fa
     (row,) = json.loads(out.read_text())["results"]
     assert row["emulated"] == "qemu arm64 cortex-a76" and row["latency"]["runs"] == 3
     assert row["fidelity"]["emulated_verification"] == {"cortex-a76": "passed", "max": "passed"}
+    # Instructions per inference from the qemu plugin: the same count, run after run, to 1%.
+    low, high = row["instructions_range"]
+    assert low <= row["instructions_per_inference"] <= high and (high - low) < 0.01 * low
+
+    # The layer-by-layer comparison runs inside the emulator too, and finds no jump in fp32.
+    result = runner.invoke(
+        app, ["verify", str(folder), "--localize", "--emulate", "arm64", "--cpu", "cortex-a76",
+              "--cache", str(cache)], terminal_width=250,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model on emulated cortex-a76: no layer's error jumps" in result.output

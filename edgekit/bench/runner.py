@@ -281,6 +281,9 @@ def _run_emulated(
     environment.check_cores(cores)
     env = environment.load(arch, settings.emulator_cache)
     notes, results = [], []
+    cannot_count = env.instruction_counter_unavailable()
+    if cannot_count:
+        notes.append(f"No instruction counts: {cannot_count}.")
     runs = max(timing.min_runs, 1)
     for path, manifest in manifests:
         reason = unsupported_format_reason(manifest.format)
@@ -297,6 +300,7 @@ def _run_emulated(
                     _, timed = run_in_guest(
                         env, core, path / component.model_file, manifest, component, [inputs],
                         threads=threads, timed_runs=runs, timeout_s=settings.timeout_s,
+                        count_instructions=cannot_count is None,
                     )  # fmt: skip
                 except EdgekitError as exc:
                     failed = _failed_result(variant, _WorkerFailure("error", exc.message))
@@ -321,6 +325,7 @@ def _run_emulated(
                         samples_ms=reservoir(timed["samples_ms"]),
                         samples_total=len(timed["samples_ms"]),
                         reliability=reliability(latency, [], timed["samples_ms"]),
+                        **_instruction_fields(timed.get("instructions")),
                     )
                 )
     notes.append(
@@ -336,6 +341,16 @@ def _run_emulated(
         results=results,
         notes=notes,
     )
+
+
+def _instruction_fields(counts: list[int] | None) -> dict:
+    if not counts:
+        return {}
+    ordered = sorted(counts)
+    return {
+        "instructions_per_inference": int(statistics.median_low(ordered)),
+        "instructions_range": [ordered[0], ordered[-1]],
+    }
 
 
 def _check_settings(timing: TimingSettings, settings: BenchSettings) -> None:

@@ -21,7 +21,8 @@ from edgekit.json_schema import json_schema, write_json_schema
 # status per row, raw samples, a confidence interval for the median, named estimators, per-op
 # rows, Stable Diffusion pipeline breakdowns. 1.x files are refused by `bench ingest`.
 # 2.1 added, all optional: machine.soc and thermal state, runtime.compute_units, sustained runs
-# (what the demo apps measure on phones). 2.0 reports still read.
+# (what the demo apps measure on phones), instruction counts of emulated rows. 2.0 reports still
+# read.
 BENCH_SCHEMA_VERSION = "2.1"
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "bench.schema.json"
 
@@ -199,6 +200,15 @@ class BenchResult(BaseModel):
     throughput_per_s: float | None = None
     round_medians_ms: list[float] = Field(
         default_factory=list, description="Median of each interleaved round (when rounds > 1)."
+    )
+    instructions_per_inference: int | None = Field(
+        None,
+        description="Emulated rows: guest instructions one inference executed (median over the "
+        "timed runs), counted by a qemu TCG plugin. Repeatable to about 0.1%, unlike emulated "
+        "time; compares artifacts on the same emulated core, and is not a phone's latency.",
+    )
+    instructions_range: list[int] = Field(
+        default_factory=list, description="Fewest and most instructions over the timed runs."
     )
     sustained: SustainedRun | None = Field(
         None, description="Device runs in sustained mode: latency per window over minutes."

@@ -222,6 +222,16 @@ def render_report(report, *, top: int = 15) -> None:
             console.print(problem, style="red", highlight=False)
     if p99_omitted((report, r) for r in report.results):
         console.print(P99_NOTE)
+    counted = [r for r in report.results if r.instructions_per_inference is not None]
+    if counted:
+        console.print("Instructions per inference (qemu plugin; repeatable, unlike emulated time):")
+        for result in counted:
+            low, high = result.instructions_range
+            console.print(
+                f"  {result.name} @ {result.emulated}: {result.instructions_per_inference:,} "
+                f"(range {low:,}-{high:,})",
+                highlight=False,
+            )
     if report.pipelines:
         console.print(pipeline_markdown(report.pipelines))
     for result in report.results:

@@ -32,6 +32,11 @@ def setup(
             )
         console.print(f"[bold]{arch} emulator ready[/bold] in {env.root}")
         console.print(f"runtimes: {', '.join(f'{k} {v}' for k, v in env.packages.items())}")
+        cannot_count = env.instruction_counter_unavailable()
+        console.print(
+            "instruction counts (bench --emulate): "
+            + (f"not available: {cannot_count}" if cannot_count else "available (qemu plugin)")
+        )
         for core, identity in env.identities.items():
             console.print(
                 f"  {core} (MIDR {identity.midr:#010x}): {CORES[core]}\n"

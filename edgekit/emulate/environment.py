@@ -34,9 +34,11 @@ DEBIAN_SUITE = "bookworm"  # Python 3.11, like the host
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 GUEST_PYTHON = "usr/bin/python3.11"
 ENVIRONMENT_FILE = "environment.json"
+PLUGIN_NAME = "libinsncount.so"
 ARCHES = {
     "arm64": {
         "qemu": "qemu-aarch64-static",
+        "qemu_plugins": "qemu-aarch64",  # Debian's dynamic build: the one that loads TCG plugins
         "debian": "arm64",
         # pip needs every manylinux tag it may take; Debian bookworm has glibc 2.36.
         "platforms": ["manylinux2014_aarch64"]
@@ -68,15 +70,60 @@ class Environment:
     def site(self) -> Path:
         return self.root / "site"
 
-    def python(self, core: str) -> list[str]:
-        """The command that runs the guest's Python on `core`."""
+    def python(self, core: str, count_instructions_to: Path | None = None) -> list[str]:
+        """The command that runs the guest's Python on `core`; with `count_instructions_to`,
+        under the dynamic qemu with the instruction-counting plugin writing to that file."""
         if core not in self.identities:
             raise EmulatorError(
                 f"Unknown core '{core}'.", hint=f"choose from {', '.join(self.identities)}."
             )
         prefix = self.root / "cores" / core
-        qemu = ARCHES[self.arch]["qemu"]
-        return [qemu, "-cpu", core, "-L", str(prefix), str(prefix / GUEST_PYTHON)]
+        qemu = [ARCHES[self.arch]["qemu"]]
+        if count_instructions_to is not None:
+            plugin = self.instruction_counter()
+            qemu = [
+                ARCHES[self.arch]["qemu_plugins"],
+                "-plugin",
+                f"{plugin},out={count_instructions_to}",
+            ]
+        return [*qemu, "-cpu", core, "-L", str(prefix), str(prefix / GUEST_PYTHON)]
+
+    def instruction_counter_unavailable(self) -> str | None:
+        """Why instructions cannot be counted here, or None."""
+        dynamic = ARCHES[self.arch]["qemu_plugins"]
+        if shutil.which(dynamic) is None:
+            return (
+                f"counting instructions needs Debian's dynamic qemu-user ({dynamic}); the static "
+                "qemu-user-static cannot load TCG plugins: apt-get install qemu-user"
+            )
+        if shutil.which("gcc") is None and not (self.root / "plugins" / PLUGIN_NAME).is_file():
+            return "counting instructions needs gcc once, to build the qemu plugin"
+        return None
+
+    def instruction_counter(self) -> Path:
+        """The plugin, built with gcc from edgekit/emulate/insncount.c on first use."""
+        target = self.root / "plugins" / PLUGIN_NAME
+        if target.is_file():
+            return target
+        reason = self.instruction_counter_unavailable()
+        if reason:
+            raise EmulatorError(reason[0].upper() + reason[1:] + ".", hint="or leave it out.")
+        target.parent.mkdir(exist_ok=True)
+        source = Path(__file__).with_name("insncount.c")
+        partial = target.with_suffix(".partial")
+        built = subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        if built.returncode != 0:
+            raise EmulatorError(
+                f"Building the instruction-counting qemu plugin failed: "
+                f"{(built.stderr.strip().splitlines() or ['no output'])[-1]}",
+                hint="check gcc; the plugin is edgekit/emulate/insncount.c.",
+            )
+        partial.replace(target)  # a failed build leaves no plugin a later run would trust
+        return target
 
 
 def host_versions() -> dict[str, str]:

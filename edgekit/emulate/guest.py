@@ -39,12 +39,20 @@ def open_tflite(model_path, threads, input_names, output_names, probe=None):
     interpreter.allocate_tensors()
     if probe:  # verify --localize: a probe model whose subgraph outputs these tensor indices
         details = interpreter.get_input_details()
+        quantization = {d["index"]: d["quantization"] for d in interpreter.get_tensor_details()}
+
+        def dequantized(index):  # as edgekit.emulate.localize.dequantized on the host
+            values = interpreter.get_tensor(index)
+            scale, zero_point = quantization[index]
+            if np.issubdtype(values.dtype, np.floating) or not scale:
+                return values.copy()
+            return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
         def run_probe(feed):
             for name, detail in zip(input_names, details, strict=True):
                 interpreter.set_tensor(detail["index"], np.asarray(feed[name], detail["dtype"]))
             interpreter.invoke()
-            return {index: interpreter.get_tensor(int(index)).copy() for index in probe}
+            return {index: dequantized(int(index)) for index in probe}
 
         return run_probe, f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
     runner = interpreter.get_signature_runner()
@@ -63,6 +71,16 @@ def open_tflite(model_path, threads, input_names, output_names, probe=None):
         return {name: interpreter.get_tensor(detail["index"]).copy() for name, detail in outputs}
 
     return run, f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+
+
+MARKER_SYSCALL = 0x4544  # insncount.c's MARKER
+
+
+def marker():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda: libc.syscall(MARKER_SYSCALL)  # ENOSYS for the guest kernel: no side effect
 
 
 def main(request_path):
@@ -97,12 +115,17 @@ def main(request_path):
     np.savez(request["outputs"], **outputs)
 
     samples = []
+    # Under the instruction-counting plugin, an unused system call marks each timed run's start
+    # and end (insncount.c records its counter at each); otherwise a plain no-op.
+    mark = marker() if request.get("count_instructions") else (lambda: None)
     if request.get("timed_runs"):
         feed = {key.split("/", 1)[1]: stored[key] for key in stored.files if key.startswith("0/")}
         for _ in range(request["timed_runs"]):
+            mark()
             started = time.perf_counter()
             run(feed)
             samples.append((time.perf_counter() - started) * 1e3)
+            mark()
     with open(request["result"], "w") as handle:
         json.dump({"runtime": runtime, "load_s": load_s, "samples_ms": samples}, handle)
 

@@ -58,11 +58,13 @@ def run_in_guest(
     timed_runs: int = 0,
     timeout_s: float = GUEST_TIMEOUT_S,
     probe_tensors: list[str] | None = None,
+    count_instructions: bool = False,
 ) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
     """Run `input_sets` through the artifact inside the emulator; (outputs per set, timings).
 
     `probe_tensors` (verify --localize): fetch these values instead of the declared outputs
-    (ONNX value names, or LiteRT tensor indices as strings)."""
+    (ONNX value names, or LiteRT tensor indices as strings). `count_instructions`: run under the
+    instruction-counting plugin; the timings then hold `instructions`, one count per timed run."""
     output_names = probe_tensors or [spec.name for spec in component.outputs]
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as scratch:
         scratch_path = Path(scratch)
@@ -79,12 +81,18 @@ def run_in_guest(
             "inputs_order": [spec.name for spec in component.inputs],
             "outputs_order": [spec.name for spec in component.outputs],
             "probe_tensors": probe_tensors,
+            "count_instructions": count_instructions,
             "outputs": str(scratch_path / "outputs.npz"),
             "result": str(scratch_path / "result.json"),
             "timed_runs": timed_runs,
         }
         (scratch_path / "request.json").write_text(json.dumps(request))
-        command = [*environment.python(core), guest.__file__, str(scratch_path / "request.json")]
+        counts = scratch_path / "instructions.json" if count_instructions else None
+        command = [
+            *environment.python(core, count_instructions_to=counts),
+            guest.__file__,
+            str(scratch_path / "request.json"),
+        ]
         try:
             completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -102,7 +110,12 @@ def run_in_guest(
         outputs = [
             {name: stored[f"{i}/{name}"] for name in output_names} for i in range(len(input_sets))
         ]
-        return outputs, json.loads((scratch_path / "result.json").read_text())
+        result = json.loads((scratch_path / "result.json").read_text())
+        if counts is not None:
+            marks = json.loads(counts.read_text())["marks"]
+            starts, ends = marks[::2], marks[1::2]
+            result["instructions"] = [b - a for a, b in zip(starts, ends, strict=True)]
+        return outputs, result
 
 
 def verify_emulated(

@@ -1,0 +1,66 @@
+/* A qemu TCG plugin that counts the guest instructions executed between marker system calls.
+ *
+ * Built by edgekit (gcc, at first use, into the emulator cache) and loaded with
+ *   qemu-aarch64 -plugin libinsncount.so,out=FILE ...
+ * Each translated block adds its instruction count to one counter when it runs (an inline add,
+ * no callback: cheap, and exact for a single-threaded guest). The guest calls the unused system
+ * call MARKER (guest.py does, around each timed inference); each call records the counter, and
+ * at exit FILE gets {"total": N, "marks": [...]}. Differences between marks are the instructions
+ * one inference executed: deterministic for a given binary, input and core, unlike wall time.
+ *
+ * Only the few plugin API entry points used are declared here (QEMU's plugin ABI version 1, as in
+ * Debian bookworm's qemu 7.2). The static qemu-user-static build cannot load plugins; Debian's
+ * dynamic qemu-user can.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdbool.h>
+
+typedef uint64_t qemu_plugin_id_t;
+#define EXPORT __attribute__((visibility("default")))
+typedef struct { const char *target_name; struct { int min; int cur; } version; bool system_emulation;
+  union { struct { int smp_vcpus; int max_vcpus; } system; }; } qemu_info_t;
+struct qemu_plugin_tb;
+enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
+typedef void (*tb_trans_cb)(qemu_plugin_id_t, struct qemu_plugin_tb *);
+typedef void (*syscall_cb)(qemu_plugin_id_t, unsigned int, int64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
+typedef void (*udata_cb)(qemu_plugin_id_t, void *);
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t, tb_trans_cb);
+void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *, enum qemu_plugin_op, void *, uint64_t);
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *);
+void qemu_plugin_register_vcpu_syscall_cb(qemu_plugin_id_t, syscall_cb);
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t, udata_cb, void *);
+
+EXPORT int qemu_plugin_version = 1;
+static uint64_t count;
+static uint64_t marks[4096];
+static int nmarks;
+static char outfile[4096];
+#define MARKER 0x4544  /* an unused syscall number the guest calls between phases */
+
+static void on_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
+  qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &count, qemu_plugin_tb_n_insns(tb));
+}
+static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1, uint64_t a2,
+                       uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8) {
+  if (num == MARKER && nmarks < 4096) marks[nmarks++] = count;
+}
+static void at_exit_cb(qemu_plugin_id_t id, void *p) {
+  FILE *f = fopen(outfile, "w");
+  if (!f) return;
+  fprintf(f, "{\"total\": %llu, \"marks\": [", (unsigned long long)count);
+  for (int i = 0; i < nmarks; i++) fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)marks[i]);
+  fprintf(f, "]}\n");
+  fclose(f);
+}
+EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv) {
+  for (int i = 0; i < argc; i++)
+    if (strncmp(argv[i], "out=", 4) == 0) snprintf(outfile, sizeof outfile, "%s", argv[i] + 4);
+  if (!outfile[0]) { fprintf(stderr, "insncount: pass out=FILE\n"); return -1; }
+  qemu_plugin_register_vcpu_tb_trans_cb(id, on_trans);
+  qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
+  qemu_plugin_register_atexit_cb(id, at_exit_cb, NULL);
+  return 0;
+}
