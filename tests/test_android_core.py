@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.bench.ingest import load_report
-from edgekit.bench.schema import ESTIMATORS
+from edgekit.bench.schema import BENCH_SCHEMA_VERSION, ESTIMATORS
 from edgekit.bench.timing import reliability, summarize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +28,13 @@ JVM_TEST_TIMEOUT_S = 600
 MISSING_TOOL_EXIT = 3
 # Both sides round exact sums and square roots once (fsum, exact pstdev); JSON keeps 17 digits.
 STATS_RTOL = 1e-12
+# What BenchReportWriterTest.writesASchemaReportWithDeviceRows feeds the writer (bench schema
+# 2.1's device fields); the report must carry them in those fields, not in `settings`.
+FED_SOC = "Google Tensor G3"
+FED_THERMAL = ("none", "moderate")
+FED_WINDOW_MEDIANS_MS = [30.0, 31.0, 36.0, 41.0]
+FED_WINDOW_THERMAL_STATES = ["none", "light", "moderate", "moderate"]
+FED_DURATION_S, FED_WINDOW_S = 120.0, 30.0
 INSTALL_HINT = (
     "install the Kotlin toolchain the Android core is tested with: "
     "`npm install --prefix .tools kotlin-compiler@2.4.20` (or set KOTLIN_HOME), "
@@ -79,6 +86,30 @@ def test_the_report_the_core_writes_is_a_valid_bench_report(device_report):
             assert got == pytest.approx(value, rel=STATS_RTOL), field
         verdict = reliability(expected, row.round_medians_ms, row.samples_ms)
         assert row.reliability == verdict
+
+
+def test_the_report_carries_the_device_facts_in_their_schema_fields(device_report):
+    report = load_report(device_report)
+    assert report.schema_version == BENCH_SCHEMA_VERSION
+    machine = report.machine
+    assert (machine.soc, machine.thermal_state_start, machine.thermal_state_end) == (
+        FED_SOC,
+        *FED_THERMAL,
+    )
+    assert not {key for key in report.settings if "thermal" in key or "sustained" in key}
+    sustained_rows = [row for row in report.results if row.sustained is not None]
+    assert len(sustained_rows) == 1, [row.name for row in report.results]
+    row = sustained_rows[0]
+    assert row.sustained.model_dump() == {
+        "duration_s": FED_DURATION_S,
+        "window_s": FED_WINDOW_S,
+        "window_medians_ms": FED_WINDOW_MEDIANS_MS,
+        "thermal_states": FED_WINDOW_THERMAL_STATES,
+        "slowdown": FED_WINDOW_MEDIANS_MS[-1] / FED_WINDOW_MEDIANS_MS[0],
+    }
+    # Throttling windows are not rounds: they must not turn into "rounds disagree".
+    assert row.round_medians_ms == []
+    assert not any(reason.startswith("rounds disagree") for reason in row.reliability.reasons)
 
 
 def test_missing_kotlin_compiler_is_one_clear_message(tmp_path):

@@ -8,6 +8,7 @@ these tests neither run models nor depend on the runner.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import random
@@ -21,9 +22,9 @@ import typer
 from typer.testing import CliRunner
 
 from edgekit.bench.compare import FASTER, NOT_JUDGED, REGRESSED, WITHIN_NOISE, compare
-from edgekit.bench.html import DATA_DIR, write_report_folder
+from edgekit.bench.html import DATA_DIR, page_html, write_report_folder
 from edgekit.bench.ingest import ingest, load_report, read_report_folder
-from edgekit.bench.report import COLUMNS, markdown, pipeline_markdown, row
+from edgekit.bench.report import COLUMNS, markdown, pipeline_markdown, row, sustained_line
 from edgekit.bench.schema import (
     BenchReport,
     BenchResult,
@@ -35,6 +36,7 @@ from edgekit.bench.schema import (
     PipelineBreakdown,
     Reliability,
     RuntimeInfo,
+    SustainedRun,
 )
 from edgekit.bench.timing import median_confidence_interval
 from edgekit.cli import bench_reports
@@ -611,3 +613,63 @@ def test_html_report_renders_with_every_plot_in_headless_chromium(tmp_path):
     background = image.getpixel((image.width - 1, image.height - 1))
     ink = sum(count for value, count in enumerate(image.histogram()) if abs(value - background) > 8)
     assert ink / (image.width * image.height) > MIN_INK_FRACTION
+
+
+# --- Device facts (bench schema 2.1) -------------------------------------------------------
+
+
+def _sustained_phone_report(window_medians_ms: list[float]) -> BenchReport:
+    report = device_report()
+    report.machine = MachineInfo(
+        platform="android-arm64-v8a",
+        processor="zuma",
+        cpu_count=9,
+        device=PIXEL,
+        soc="Google Tensor G3",
+        thermal_state_start="none",
+        thermal_state_end="moderate",
+    )
+    states = ["none", "light"] + ["moderate"] * (len(window_medians_ms) - 2)
+    report.results[0].sustained = SustainedRun(
+        duration_s=60.0 * len(window_medians_ms),
+        window_s=60.0,
+        window_medians_ms=window_medians_ms,
+        thermal_states=states,
+        slowdown=window_medians_ms[-1] / window_medians_ms[0],
+    )
+    return report
+
+
+def test_reports_show_the_phone_its_soc_thermal_path_and_sustained_slowdown():
+    report = _sustained_phone_report([18.0, 19.5, 22.0, 24.75])
+    text = markdown([host_report(), report])
+
+    machine_line = f"{PIXEL} (Google Tensor G3 SoC, zuma, 9 cores); thermal state none -> moderate"
+    assert machine_line in text
+    assert "x86_64 test CPU, 2 cores; threads" in text  # a host line names no SoC or thermal
+    sustained = (
+        f"- SUSTAINED: mobilevit-tflite @ {PIXEL} (ai-edge-litert + xnnpack, threads 4, batch 1): "
+        "240 s, 4 windows of 60 s; window medians 18.0, 19.5, 22.0, 24.8 ms; "
+        "slowdown 1.38x (last window / first); thermal state none -> light -> moderate."
+    )
+    assert sustained in text.splitlines()
+    assert text.count("SUSTAINED:") == 1  # host rows ran no sustained mode
+
+    page = page_html([host_report(), report], plots=[], data_files=[])
+    assert html.escape(machine_line) in page
+    assert html.escape(sustained.removeprefix("- ")) in page
+
+
+def test_a_long_sustained_run_lists_its_first_and_last_windows():
+    medians = [20.0 + i for i in range(30)]
+    line = sustained_line(report := _sustained_phone_report(medians), report.results[0])
+    assert (
+        "window medians 20.0, 21.0, 22.0, 23.0, 24.0, ..., 45.0, 46.0, 47.0, 48.0, 49.0 ms" in line
+    )
+    assert "30 windows of 60 s" in line
+    single = _sustained_phone_report([20.0, 20.0])
+    single.results[0].sustained = SustainedRun(
+        duration_s=60.0, window_s=60.0, window_medians_ms=[20.0], thermal_states=["none", "none"]
+    )
+    line = sustained_line(single, single.results[0])
+    assert "slowdown n/a (fewer than two windows); thermal state none throughout." in line

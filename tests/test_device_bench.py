@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from edgekit.artifact import read_manifest
 from edgekit.bench.ingest import read_report_folder
-from edgekit.bench.schema import BenchReport, BenchResult, MachineInfo, RuntimeInfo
+from edgekit.bench.schema import BenchReport, BenchResult, MachineInfo, RuntimeInfo, SustainedRun
 from edgekit.bench.timing import summarize
 from edgekit.cli import app
 from edgekit.device import adb as device_adb
@@ -36,6 +36,11 @@ FAKE_ADB = Path(__file__).with_name("fake_adb.py")
 SERIAL = "R5CT40ABCDE"
 OTHER_SERIAL = "emulator-5554"
 PHONE = "Google Pixel 8"
+# What the app writes into bench schema 2.1's machine fields (BENCH_PROTOCOL.md, "The report").
+PHONE_SOC = "Google Tensor G3"
+PHONE_THERMAL = ("none", "light")
+# A sustained run's 60 s windows on a phone that heats up: +30% by the last one.
+SUSTAINED_WINDOWS_MS = [18.0, 19.0, 21.5, 23.4]
 DEVICE_MEDIAN_MS = 18.0
 HOST_MEDIAN_MS = 9.0
 RUNS = 12
@@ -46,7 +51,9 @@ POLLS_UNTIL_DONE = 3
 WAIT_S = "20"
 
 
-def _report(artifact: Path, *, source: str, median_ms: float) -> BenchReport:
+def _report(
+    artifact: Path, *, source: str, median_ms: float, sustained: bool = False
+) -> BenchReport:
     manifest = read_manifest(artifact)
     component = manifest.component()
     sha = next(f.sha256 for f in manifest.files if f.path == component.model_file)
@@ -57,9 +64,12 @@ def _report(artifact: Path, *, source: str, median_ms: float) -> BenchReport:
         edgekit_version="0.1.0",
         machine=MachineInfo(
             platform="android-arm64-v8a" if device else "Linux-x86_64",
-            processor="Tensor G3" if device else "x86_64 test CPU",
+            processor="zuma" if device else "x86_64 test CPU",
             device=PHONE if device else "host",
             os="Android 15 (API 35)" if device else "Linux",
+            soc=PHONE_SOC if device else None,
+            thermal_state_start=PHONE_THERMAL[0] if device else None,
+            thermal_state_end=PHONE_THERMAL[1] if device else None,
         ),
         settings={"runs": RUNS, "threads": 3},
         results=[
@@ -78,6 +88,15 @@ def _report(artifact: Path, *, source: str, median_ms: float) -> BenchReport:
                 warmup_runs=2,
                 latency=summarize(samples),
                 samples_ms=samples,
+                sustained=SustainedRun(
+                    duration_s=60.0 * len(SUSTAINED_WINDOWS_MS),
+                    window_s=60.0,
+                    window_medians_ms=SUSTAINED_WINDOWS_MS,
+                    thermal_states=["none", "none", "light", "light"],
+                    slowdown=SUSTAINED_WINDOWS_MS[-1] / SUSTAINED_WINDOWS_MS[0],
+                )
+                if sustained
+                else None,
             )
         ],
     )
@@ -195,18 +214,32 @@ def test_device_bench_runs_the_protocol_and_merges_beside_host_rows(phone, artif
     assert all(r.artifact_sha256 == sha for rep in merged for r in rep.results)
     text = (folder / "index.md").read_text()
     assert f"| {artifact.name} @ {PHONE} |" in text and f"| {artifact.name} |" in text
+    # The phone's facts travel in their schema fields and reach the report's machine line.
+    assert (written.machine.soc, written.machine.thermal_state_start) == (PHONE_SOC, "none")
+    assert f"{PHONE} ({PHONE_SOC} SoC, zuma); thermal state none -> light;" in text
 
 
-def test_several_devices_with_a_serial_talk_to_that_one_in_sustained_mode(phone, artifact):
+def test_several_devices_with_a_serial_talk_to_that_one_in_sustained_mode(
+    phone, artifact, tmp_path
+):
     phone.configure(devices=[[SERIAL, "device"], [OTHER_SERIAL, "device"]])
+    played = _report(artifact, source="device", median_ms=DEVICE_MEDIAN_MS, sustained=True)
+    (tmp_path / "app-report.json").write_text(played.model_dump_json())
+    json_out = tmp_path / "device.json"
     result = _bench(
-        str(artifact), "--device", f"adb:{OTHER_SERIAL}", "--min-time", "90", "--timeout", WAIT_S
-    )
+        str(artifact), "--device", f"adb:{OTHER_SERIAL}", "--min-time", "90",
+        "--timeout", WAIT_S, "--json", str(json_out),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     serials = {call[1] for call in phone.calls() if call[0] == "-s"}
     assert serials == {OTHER_SERIAL}
     start = next(call for call in phone.calls() if "am" in call)
     assert start[start.index("sustained_s") + 1] == "90"  # --min-time is the sustained mode
+    # The windows arrive as a sustained run with its slowdown, not as rounds that disagree.
+    row = BenchReport.model_validate_json(json_out.read_text()).results[0]
+    assert row.sustained == played.results[0].sustained
+    assert row.sustained.slowdown == pytest.approx(1.3)
+    assert row.round_medians_ms == [] and row.reliability.reliable
 
 
 def test_a_folder_name_with_a_space_arrives_whole(phone, artifact, tmp_path):

@@ -42,6 +42,7 @@ from edgekit.bench.report import (
     row,
     row_problems,
     runtime_label,
+    sustained_line,
     variant_label,
 )
 from edgekit.bench.schema import BenchReport, BenchResult
@@ -404,6 +405,11 @@ def page_html(
     if problems:
         out += ["<h2>Rows to read with care</h2><ul>"]
         out += [f"<li>{html.escape(p)}</li>" for p in problems]
+        out += ["</ul>"]
+    sustained = [s for s in (sustained_line(rep, res) for rep, res in pairs) if s]
+    if sustained:
+        out += ["<h2>Sustained runs</h2><ul>"]
+        out += [f"<li>{html.escape(line)}</li>" for line in sustained]
         out += ["</ul>"]
     out.append("<h2>Plots</h2>")
     for plot in plots:

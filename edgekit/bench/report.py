@@ -46,6 +46,10 @@ P99_MIN_RUNS = 100
 P99_NOTE = f"p99 is shown as '-' where a row had fewer than {P99_MIN_RUNS} timed runs."
 # An error message in a table cell is cut here; the full text is listed under the table.
 ERROR_CELL_CHARS = 80
+# A sustained run's window medians are listed in full up to this many; a longer run shows its
+# first and last few (the reader wants the trend, not sixty numbers).
+MAX_LISTED_WINDOWS = 12
+LISTED_WINDOWS_EACH_END = 5
 
 # Markdown legend for the columns that are not self-explanatory.
 COLUMN_NOTES = (
@@ -199,16 +203,34 @@ def row(result: BenchResult, *, report: BenchReport | None = None) -> list[str]:
     ]
 
 
+def _thermal_path(states: Sequence[str | None]) -> str | None:
+    """'none -> light -> moderate': the known states in order, repeats folded; 'none
+    throughout' when several readings agree; None when the platform gave none."""
+    known = [state for state in states if state is not None]
+    path = [state for i, state in enumerate(known) if i == 0 or known[i - 1] != state]
+    if not path:
+        return None
+    if len(path) == 1 and len(known) > 1:
+        return f"{path[0]} throughout"
+    return " -> ".join(path)
+
+
 def caption(report: BenchReport) -> str:
-    """One paragraph: the machine and the settings every row shares."""
+    """One paragraph: the machine (a phone with its SoC and thermal state) and the settings
+    every row shares."""
     machine = report.machine
     settings = report.settings
-    where = machine.processor + (
-        f", {machine.cpu_count} cores" if machine.cpu_count is not None else ""
-    )
+    hardware = [f"{machine.soc} SoC"] if machine.soc else []
+    hardware.append(machine.processor)
+    if machine.cpu_count is not None:
+        hardware.append(f"{machine.cpu_count} cores")
+    where = ", ".join(hardware)
     if machine.device != "host":
         where = f"{machine.device} ({where})"
     parts = [where]
+    thermal = _thermal_path([machine.thermal_state_start, machine.thermal_state_end])
+    if thermal:
+        parts.append(f"thermal state {thermal}")
     if "threads" in settings:
         parts.append(f"threads: {settings['threads']}")
     if "batches" in settings:
@@ -241,17 +263,45 @@ def labelled_rows(reports: Iterable[BenchReport]) -> list[tuple[BenchReport, Ben
     return [(report, result) for report in reports for result in report.results]
 
 
-def row_problems(report: BenchReport, result: BenchResult) -> str | None:
-    """A line for the list under the table: a failed or unreliable row, in full."""
+def _row_label(report: BenchReport, result: BenchResult) -> str:
     threads = "default" if result.threads is None else result.threads
     label = f"{variant_label(result, report)} ({runtime_label(result)}, threads {threads}, "
-    label += f"batch {result.batch})"
+    return label + f"batch {result.batch})"
+
+
+def row_problems(report: BenchReport, result: BenchResult) -> str | None:
+    """A line for the list under the table: a failed or unreliable row, in full."""
+    label = _row_label(report, result)
     if result.status != "ok":
         return f"{result.status.upper()}: {label}: {result.error or 'no error message'}"
     if not result.reliability.reliable:
         reasons = "; ".join(result.reliability.reasons) or "spread too wide"
         return f"UNRELIABLE: {label}: {reasons}; no speed-up is printed from it."
     return None
+
+
+def sustained_line(report: BenchReport, result: BenchResult) -> str | None:
+    """A line for the list under the table: a sustained run's windows, slowdown and thermal
+    states (throttling on a phone shows here, not as an unreliable spread)."""
+    run = result.sustained
+    if run is None:
+        return None
+    medians = [_ms(value).removesuffix(" ms") for value in run.window_medians_ms]
+    if len(medians) > MAX_LISTED_WINDOWS:
+        ends = LISTED_WINDOWS_EACH_END
+        medians = [*medians[:ends], "...", *medians[-ends:]]
+    windows = len(run.window_medians_ms)
+    text = (
+        f"SUSTAINED: {_row_label(report, result)}: {run.duration_s:.0f} s, "
+        f"{windows} window{'s' if windows != 1 else ''} of {run.window_s:.0f} s; "
+        f"window medians {', '.join(medians) or '-'} ms; "
+    )
+    if run.slowdown is None:
+        text += "slowdown n/a (fewer than two windows)"
+    else:
+        text += f"slowdown {run.slowdown:.2f}x (last window / first)"
+    thermal = _thermal_path(run.thermal_states)
+    return text + (f"; thermal state {thermal}." if thermal else ".")
 
 
 def p99_omitted(pairs: Iterable[tuple[BenchReport, BenchResult]]) -> bool:
@@ -302,6 +352,10 @@ def markdown(
     if problems:
         lines += ["", "## Rows to read with care", ""]
         lines += [f"- {' '.join(p.splitlines())}" for p in problems]
+    sustained = [s for s in (sustained_line(rep, res) for rep, res in pairs) if s]
+    if sustained:
+        lines += ["", "## Sustained runs", ""]
+        lines += [f"- {line}" for line in sustained]
     if any(report.warnings or report.notes for report in reports):
         lines += ["", "## Warnings and notes", ""]
     for report in reports:

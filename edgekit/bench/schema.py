@@ -249,6 +249,7 @@ class BenchResult(BaseModel):
             self.format,
             self.runtime.name,
             self.runtime.delegate,
+            self.runtime.compute_units,
             self.threads,
             self.batch,
             self.source,

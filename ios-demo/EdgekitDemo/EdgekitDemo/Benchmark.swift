@@ -15,7 +15,7 @@ struct BenchmarkRequest {
     var warmupRuns = 5
     /// Stop a slow model early once 10 runs are done (edgekit's max_time_s).
     var maxSeconds = 30.0
-    /// Sustained mode: keep running this long, one round per window, so throttling shows.
+    /// Sustained mode: keep running this long, one median per window, so throttling shows.
     var sustainedMinutes = 0.0
     var windowSeconds = 30.0
     /// Denoising steps assumed for a pipeline's estimated image time.
@@ -46,7 +46,7 @@ struct BenchmarkRequest {
 }
 
 /// Times every component of an artifact on every requested set of compute units and writes
-/// one bench report (schema 2.0, `source: "device"`) to Documents/bench/, where
+/// one bench report (schema 2.1, `source: "device"`) to Documents/bench/, where
 /// `xcrun devicectl device copy from` or the Files app picks it up for `edgekit bench ingest`.
 struct BenchmarkRunner {
     static let reportFolder = "bench"
@@ -80,7 +80,8 @@ struct BenchmarkRunner {
             }
         }
         let thermalEnd = DeviceInfo.thermalState
-        let seen = Set([thermalStart, thermalEnd] + rows.flatMap(Self.thermalStates))
+        let windowStates = rows.flatMap { $0.sustained?.thermalStates ?? [] }
+        let seen = Set([thermalStart, thermalEnd] + windowStates)
         for state in ["serious", "critical"] where seen.contains(state) {
             warnings.append(
                 "The phone's thermal state reached '\(state)' during the run: it throttles there, "
@@ -88,9 +89,11 @@ struct BenchmarkRunner {
             )
         }
         let report = BenchReportWriter.report(
-            machine: DeviceInfo.machine(), results: rows, pipelines: pipelines,
-            settings: settings(thermalStart: thermalStart, thermalEnd: thermalEnd),
-            warnings: warnings, notes: Self.notes
+            machine: DeviceInfo.machine(
+                thermalStateStart: thermalStart, thermalStateEnd: thermalEnd
+            ),
+            results: rows, pipelines: pipelines, settings: settings(), warnings: warnings,
+            notes: Self.notes
         )
         let stamp = BenchReportWriter.utcTimestamp(Date()).filter { $0.isNumber }
         let url = ArtifactLibrary.documentsFolder
@@ -108,16 +111,18 @@ struct BenchmarkRunner {
             + "(task_vm_info.phys_footprint) after the timed runs minus before loading.",
         "Inputs are seeded synthetic tensors in each input's recorded value_range, as edgekit "
             + "bench uses on the host.",
+        "iOS does not name its SoC: machine.soc is empty; machine.device (hw.machine) "
+            + "identifies the phone and with it the chip.",
     ]
 
-    private func settings(thermalStart: String, thermalEnd: String) -> [String: JSONValue] {
+    /// What the run was asked to do; the phone's state (thermal, SoC) has schema fields of its
+    /// own in `machine`, and each row's windows are in its `sustained` block.
+    private func settings() -> [String: JSONValue] {
         var settings: [String: JSONValue] = [
             "mode": .string(request.isSustained ? "sustained" : "latency"),
             "compute_units": .array(request.computeUnits.map { .string($0.rawValue) }),
             "runs": .number(Double(request.runs)),
             "warmup_runs": .number(Double(request.warmupRuns)),
-            "thermal_state_start": .string(thermalStart),
-            "thermal_state_end": .string(thermalEnd),
             "app": .string("ios-demo EdgekitDemo"),
         ]
         if request.isSustained {
@@ -125,11 +130,6 @@ struct BenchmarkRunner {
             settings["window_s"] = .number(request.windowSeconds)
         }
         return settings
-    }
-
-    private static func thermalStates(_ row: BenchReport.Result) -> [String] {
-        guard case .array(let states)? = row.runtime.settings["thermal_states"] else { return [] }
-        return states.compactMap(\.stringValue)
     }
 
     private func measure(
@@ -151,8 +151,7 @@ struct BenchmarkRunner {
             var measurement = DeviceMeasurement(
                 computeUnits: units.rawValue, runtimeVersion: runtimeVersion,
                 loadMs: load.milliseconds, firstInferenceMs: first.milliseconds,
-                warmupRuns: request.warmupRuns, samplesMs: timed.samples,
-                roundMediansMs: timed.windowMedians, settings: timed.settings
+                warmupRuns: request.warmupRuns, samplesMs: timed.samples, sustained: timed.sustained
             )
             if let before = footprintBefore, let after = footprintAfter {
                 measurement.memoryIncreaseBytes = after - before
@@ -174,7 +173,7 @@ struct BenchmarkRunner {
     /// for sustainedMinutes, one median and one thermal state per window.
     private func timedRuns(
         _ model: MLModel, _ inputs: MLFeatureProvider, _ clock: ContinuousClock
-    ) throws -> (samples: [Double], windowMedians: [Double], settings: [String: JSONValue]) {
+    ) throws -> (samples: [Double], sustained: BenchReport.SustainedRun?) {
         var samples: [Double] = []
         let started = clock.now
         if !request.isSustained {
@@ -186,10 +185,10 @@ struct BenchmarkRunner {
                 }
                 samples.append(try clock.measure { _ = try model.prediction(from: inputs) }.milliseconds)
             }
-            return (samples, [], [:])
+            return (samples, nil)
         }
         var windowMedians: [Double] = []
-        var thermalStates: [JSONValue] = []
+        var thermalStates: [String] = []
         let totalMs = request.sustainedMinutes * 60_000
         while (clock.now - started).milliseconds < totalMs {
             var window: [Double] = []
@@ -199,15 +198,13 @@ struct BenchmarkRunner {
             }
             samples += window
             windowMedians.append(try BenchStats.of(window).medianMs)
-            thermalStates.append(.string(DeviceInfo.thermalState))
+            thermalStates.append(DeviceInfo.thermalState)
         }
-        return (
-            samples, windowMedians,
-            [
-                "sustained_s": .number(totalMs / 1000), "window_s": .number(request.windowSeconds),
-                "thermal_states": .array(thermalStates),
-            ]
+        let sustained = BenchReport.SustainedRun(
+            durationS: (clock.now - started).milliseconds / 1000, windowS: request.windowSeconds,
+            windowMediansMs: windowMedians, thermalStates: thermalStates
         )
+        return (samples, sustained)
     }
 }
 

@@ -51,14 +51,17 @@ enum DeviceInfo {
             .joined(separator: ", ")
     }
 
-    static func machine() -> BenchReport.Machine {
+    /// The `machine` block; `soc` stays nil: iOS has no API that names the chip.
+    static func machine(thermalStateStart: String, thermalStateEnd: String) -> BenchReport.Machine {
         BenchReport.Machine(
             os: osDescription,
             platform: "iOS-\(osVersion)-arm64-\(modelIdentifier)",
             processor: processor,
             cpuCount: ProcessInfo.processInfo.activeProcessorCount,
             cpuFlags: cpuFlags,
-            device: modelIdentifier
+            device: modelIdentifier,
+            thermalStateStart: thermalStateStart,
+            thermalStateEnd: thermalStateEnd
         )
     }
 

@@ -6,7 +6,7 @@ import XCTest
 
 /// Benchmark mode as XCTest performance tests: every Core ML artifact in the app's Models
 /// folder, on every set of compute units, timed by XCTest (XCTClockMetric, XCTMemoryMetric),
-/// and the same runs written as an edgekit bench report (schema 2.0) into the test's
+/// and the same runs written as an edgekit bench report (schema 2.1) into the test's
 /// Documents/bench folder. Run on a device:
 ///   xcodebuild test -project EdgekitDemo.xcodeproj -scheme EdgekitDemo \
 ///     -destination 'platform=iOS,id=UDID' -only-testing:EdgekitDemoTests
@@ -63,6 +63,12 @@ final class BenchmarkPerformanceTests: XCTestCase {
             XCTAssertEqual(row["source"] as? String, "device")
             let latency = try XCTUnwrap(row["latency"] as? [String: Any])
             XCTAssertEqual(latency["runs"] as? Int, request.runs)
+            let runtime = try XCTUnwrap(row["runtime"] as? [String: Any])
+            XCTAssertNotNil(runtime["compute_units"] as? String)
         }
+        let machine = try XCTUnwrap(json["machine"] as? [String: Any])
+        let thermalStates = ["nominal", "fair", "serious", "critical"]
+        XCTAssertTrue(thermalStates.contains(machine["thermal_state_start"] as? String ?? ""))
+        XCTAssertTrue(thermalStates.contains(machine["thermal_state_end"] as? String ?? ""))
     }
 }

@@ -1,12 +1,12 @@
 import Foundation
 
-/// A bench report of schema 2.0 (edgekit/bench/schema.py, edgekit/schemas/bench.schema.json),
+/// A bench report of schema 2.1 (edgekit/bench/schema.py, edgekit/schemas/bench.schema.json),
 /// the format `edgekit bench` writes on the host, so `edgekit bench ingest` merges a phone's
 /// rows with the host's. Rows from the app say `source: "device"`; what a phone cannot measure
 /// (FLOPs, per-op profiles, per-process RSS on iOS) is left out, as the schema allows. Key
 /// names are spelled out (CodingKeys) because they are the contract with edgekit.
 public struct BenchReport: Codable, Equatable {
-    public static let schemaVersion = "2.0"
+    public static let schemaVersion = "2.1"
     /// The edgekit version this app is built with (edgekit/__init__.py's __version__; a Python
     /// test checks the two agree).
     public static let edgekitVersion = "0.1.0"
@@ -57,10 +57,17 @@ public struct BenchReport: Codable, Equatable {
         public var cpuFlags: [String]
         /// The phone model (hw.machine, e.g. "iPhone15,2"); "host" for host runs.
         public var device: String
+        /// The system on chip by name, where the platform tells it (iOS does not: nil).
+        public var soc: String?
+        /// The platform's thermal state when the run started and when it ended, by the
+        /// platform's names (ProcessInfo.thermalState: nominal, fair, serious, critical).
+        public var thermalStateStart: String?
+        public var thermalStateEnd: String?
 
         public init(
             os: String?, platform: String, processor: String, cpuCount: Int?,
-            cpuFlags: [String], device: String
+            cpuFlags: [String], device: String, soc: String? = nil,
+            thermalStateStart: String? = nil, thermalStateEnd: String? = nil
         ) {
             self.os = os
             self.platform = platform
@@ -68,11 +75,15 @@ public struct BenchReport: Codable, Equatable {
             self.cpuCount = cpuCount
             self.cpuFlags = cpuFlags
             self.device = device
+            self.soc = soc
+            self.thermalStateStart = thermalStateStart
+            self.thermalStateEnd = thermalStateEnd
         }
 
         enum CodingKeys: String, CodingKey {
             case hostname, os, platform, processor, cpuCount = "cpu_count"
-            case cpuFlags = "cpu_flags", device
+            case cpuFlags = "cpu_flags", device, soc
+            case thermalStateStart = "thermal_state_start", thermalStateEnd = "thermal_state_end"
         }
     }
 
@@ -82,16 +93,26 @@ public struct BenchReport: Codable, Equatable {
         /// The OS version: Core ML ships with it.
         public var version: String
         public var threads: Int?
-        /// The compute units the model was loaded with ("cpuAndNeuralEngine"): rows with
-        /// different units are different settings (edgekit keys rows by delegate).
+        /// The compute units again: edgekit keys rows by delegate, so rows with different
+        /// units stay apart in `bench compare` and the report folder.
         public var delegate: String?
+        /// The compute units the model was loaded with ("cpuAndNeuralEngine").
+        public var computeUnits: String?
         public var settings: [String: JSONValue]
 
-        public init(name: String, version: String, delegate: String?, settings: [String: JSONValue]) {
+        public init(
+            name: String, version: String, delegate: String?, computeUnits: String? = nil,
+            settings: [String: JSONValue]
+        ) {
             self.name = name
             self.version = version
             self.delegate = delegate
+            self.computeUnits = computeUnits
             self.settings = settings
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, version, threads, delegate, computeUnits = "compute_units", settings
         }
     }
 
@@ -164,6 +185,43 @@ public struct BenchReport: Codable, Equatable {
         public var reasons: [String]
     }
 
+    /// A run repeated for minutes so thermal throttling shows: one median per window. The
+    /// windows are consecutive, not interleaved rounds, so their drift is reported as
+    /// `slowdown` and never as rounds that disagree.
+    public struct SustainedRun: Codable, Equatable {
+        public var durationS: Double
+        public var windowS: Double
+        public var windowMediansMs: [Double]
+        /// The thermal state at the end of each window.
+        public var thermalStates: [String]
+        /// Last window's median / first window's: above 1 it slowed down. Nil below two
+        /// windows, where there is nothing to compare.
+        public var slowdown: Double?
+
+        public init(
+            durationS: Double, windowS: Double, windowMediansMs: [Double],
+            thermalStates: [String] = []
+        ) {
+            self.durationS = durationS
+            self.windowS = windowS
+            self.windowMediansMs = windowMediansMs
+            self.thermalStates = thermalStates
+            slowdown = Self.lastOverFirst(windowMediansMs)
+        }
+
+        public static func lastOverFirst(_ windowMediansMs: [Double]) -> Double? {
+            guard windowMediansMs.count >= 2, let first = windowMediansMs.first, first > 0,
+                let last = windowMediansMs.last
+            else { return nil }
+            return last / first
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case durationS = "duration_s", windowS = "window_s"
+            case windowMediansMs = "window_medians_ms", thermalStates = "thermal_states", slowdown
+        }
+    }
+
     public struct Result: Codable, Equatable {
         public var name: String
         /// "ok", "error", "crashed" or "timed-out".
@@ -188,6 +246,7 @@ public struct BenchReport: Codable, Equatable {
         public var latency: Latency?
         public var throughputPerS: Double?
         public var roundMediansMs: [Double]
+        public var sustained: SustainedRun?
         public var samplesMs: [Double]
         public var samplesTotal: Int?
         public var memory: Memory?
@@ -201,7 +260,7 @@ public struct BenchReport: Codable, Equatable {
             case fp32WeightBytes = "fp32_weight_bytes", threads, batch, runtime
             case loadMs = "load_ms", firstInferenceMs = "first_inference_ms"
             case warmupRuns = "warmup_runs", latency, throughputPerS = "throughput_per_s"
-            case roundMediansMs = "round_medians_ms", samplesMs = "samples_ms"
+            case roundMediansMs = "round_medians_ms", sustained, samplesMs = "samples_ms"
             case samplesTotal = "samples_total", memory, fidelity, reliability
         }
     }
@@ -252,17 +311,19 @@ public struct DeviceMeasurement {
     public var firstInferenceMs: Double
     public var warmupRuns: Int
     public var samplesMs: [Double]
-    /// Median of each round, or of each window in sustained mode (throttling shows as rounds
-    /// that disagree).
+    /// Median of each interleaved round, when there were rounds (sustained windows are not).
     public var roundMediansMs: [Double]
+    /// Sustained mode: the windows' medians and thermal states.
+    public var sustained: BenchReport.SustainedRun?
     public var memoryIncreaseBytes: Int?
-    /// Anything else the run was set up with or saw: sustained duration, thermal states.
+    /// Runtime settings the schema has no field for.
     public var settings: [String: JSONValue]
 
     public init(
         computeUnits: String, runtimeVersion: String, loadMs: Double, firstInferenceMs: Double,
         warmupRuns: Int, samplesMs: [Double], roundMediansMs: [Double] = [],
-        memoryIncreaseBytes: Int? = nil, settings: [String: JSONValue] = [:]
+        sustained: BenchReport.SustainedRun? = nil, memoryIncreaseBytes: Int? = nil,
+        settings: [String: JSONValue] = [:]
     ) {
         self.computeUnits = computeUnits
         self.runtimeVersion = runtimeVersion
@@ -271,6 +332,7 @@ public struct DeviceMeasurement {
         self.warmupRuns = warmupRuns
         self.samplesMs = samplesMs
         self.roundMediansMs = roundMediansMs
+        self.sustained = sustained
         self.memoryIncreaseBytes = memoryIncreaseBytes
         self.settings = settings
     }
@@ -291,10 +353,9 @@ public enum BenchReportWriter {
         let stats = try BenchStats.of(m.samplesMs)
         let reasons = stats.unreliableReasons(samplesMs: m.samplesMs, roundMediansMs: m.roundMediansMs)
         var row = baseRow(manifest: manifest, component: component, artifactPath: artifactPath)
-        var settings = m.settings
-        settings["compute_units"] = .string(m.computeUnits)
         row.runtime = BenchReport.Runtime(
-            name: runtimeName, version: m.runtimeVersion, delegate: m.computeUnits, settings: settings
+            name: runtimeName, version: m.runtimeVersion, delegate: m.computeUnits,
+            computeUnits: m.computeUnits, settings: m.settings
         )
         row.loadMs = m.loadMs
         row.firstInferenceMs = m.firstInferenceMs
@@ -302,6 +363,7 @@ public enum BenchReportWriter {
         row.latency = BenchReport.Latency(stats)
         row.throughputPerS = Double(row.batch) * 1000 / stats.medianMs
         row.roundMediansMs = m.roundMediansMs
+        row.sustained = m.sustained
         row.samplesMs = reservoir(m.samplesMs)
         row.samplesTotal = m.samplesMs.count
         row.memory = m.memoryIncreaseBytes.map {
@@ -321,7 +383,7 @@ public enum BenchReportWriter {
         row.error = error
         row.runtime = BenchReport.Runtime(
             name: runtimeName, version: runtimeVersion, delegate: computeUnits,
-            settings: ["compute_units": .string(computeUnits)]
+            computeUnits: computeUnits, settings: [:]
         )
         return row
     }

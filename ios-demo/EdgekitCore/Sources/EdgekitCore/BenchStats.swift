@@ -120,8 +120,8 @@ public struct BenchStats: Equatable, Sendable {
     }
 
     /// The spread verdict of edgekit.bench.timing.reliability: why these numbers cannot be
-    /// trusted, empty when they can. `roundMediansMs`: the median of each round or, in sustained
-    /// mode, of each window.
+    /// trusted, empty when they can. `roundMediansMs`: the median of each interleaved round. A
+    /// sustained run's windows are not rounds: throttling is its `sustained.slowdown`.
     public func unreliableReasons(samplesMs: [Double], roundMediansMs: [Double]) -> [String] {
         var reasons: [String] = []
         let kept = Self.trimmed(samplesMs.sorted())

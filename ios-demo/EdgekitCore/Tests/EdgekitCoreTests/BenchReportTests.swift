@@ -67,12 +67,19 @@ final class BenchReportTests: XCTestCase {
         }
     }
 
-    func testWindowsThatDisagreeMakeARowUnreliable() throws {
+    func testInterleavedRoundsThatDisagreeMakeARowUnreliable() throws {
         let samples = [Double](repeating: 10, count: 20)
         let stats = try BenchStats.of(samples)
-        // A phone that throttles: the last window is 40% slower than the first.
         let reasons = stats.unreliableReasons(samplesMs: samples, roundMediansMs: [10, 11, 14])
         XCTAssertEqual(reasons, ["rounds disagree by 36%"])
+    }
+
+    func testSlowdownIsLastWindowOverFirstAndNilWithOneWindow() {
+        let cooler = BenchReport.SustainedRun(durationS: 60, windowS: 30, windowMediansMs: [50, 40])
+        XCTAssertEqual(cooler.slowdown, 0.8)
+        let single = BenchReport.SustainedRun(durationS: 30, windowS: 30, windowMediansMs: [50])
+        XCTAssertNil(single.slowdown)
+        XCTAssertNil(BenchReport.SustainedRun.lastOverFirst([]))
     }
 
     /// A device report for the contract's manifest: the fields edgekit's schema requires, the
@@ -83,11 +90,15 @@ final class BenchReportTests: XCTestCase {
         let manifest = try Manifest.parse(Contract.data("manifest.json"))
         let component = try manifest.component()
         let samples = (0..<30).map { 12.0 + Double($0 % 7) * 0.25 }
+        // A phone that heats up: 30 -> 41 ms over four windows is throttling, not noise.
+        let sustained = BenchReport.SustainedRun(
+            durationS: 120, windowS: 30, windowMediansMs: [30, 31, 36, 41],
+            thermalStates: ["nominal", "fair", "serious", "serious"]
+        )
         let measurement = DeviceMeasurement(
             computeUnits: "cpuAndNeuralEngine", runtimeVersion: "iOS 17.4", loadMs: 85,
-            firstInferenceMs: 40, warmupRuns: 5, samplesMs: samples,
-            roundMediansMs: [12.5, 12.75], memoryIncreaseBytes: 12_345_678,
-            settings: ["thermal_state_start": .string("nominal")]
+            firstInferenceMs: 40, warmupRuns: 5, samplesMs: samples, sustained: sustained,
+            memoryIncreaseBytes: 12_345_678
         )
         let row = try BenchReportWriter.result(
             manifest: manifest, component: component, artifactPath: "Models/\(manifest.name)",
@@ -95,7 +106,8 @@ final class BenchReportTests: XCTestCase {
         )
         let machine = BenchReport.Machine(
             os: "iOS 17.4", platform: "iOS-17.4-arm64-iPhone15,2", processor: "arm64",
-            cpuCount: 6, cpuFlags: ["FEAT_DotProd"], device: "iPhone15,2"
+            cpuCount: 6, cpuFlags: ["FEAT_DotProd"], device: "iPhone15,2",
+            thermalStateStart: "nominal", thermalStateEnd: "serious"
         )
         let report = BenchReportWriter.report(
             machine: machine, results: [row], settings: ["mode": .string("latency")],
@@ -112,7 +124,13 @@ final class BenchReportTests: XCTestCase {
                       "schema_version", "settings"] {
             XCTAssertNotNil(json[field], "missing \(field)")
         }
-        XCTAssertEqual(json["schema_version"] as? String, "2.0")
+        XCTAssertEqual(json["schema_version"] as? String, "2.1")
+        let writtenMachine = try XCTUnwrap(json["machine"] as? [String: Any])
+        XCTAssertEqual(writtenMachine["thermal_state_start"] as? String, "nominal")
+        XCTAssertEqual(writtenMachine["thermal_state_end"] as? String, "serious")
+        XCTAssertNil(writtenMachine["soc"])  // iOS does not name its SoC
+        // Schema 2.1 has fields for these: nothing of them in free-form settings.
+        XCTAssertEqual(json["settings"] as? [String: String], ["mode": "latency"])
         XCTAssertEqual(json["created_utc"] as? String, "1970-01-01T00:00:00+00:00")
         let results = try XCTUnwrap(json["results"] as? [[String: Any]])
         let written = try XCTUnwrap(results.first)
@@ -122,6 +140,21 @@ final class BenchReportTests: XCTestCase {
         XCTAssertEqual(written["fp32_weight_bytes"] as? Int, component.parameterCount * 4)
         let runtime = try XCTUnwrap(written["runtime"] as? [String: Any])
         XCTAssertEqual(runtime["delegate"] as? String, "cpuAndNeuralEngine")
+        XCTAssertEqual(runtime["compute_units"] as? String, "cpuAndNeuralEngine")
+        XCTAssertEqual((runtime["settings"] as? [String: Any])?.count, 0)
+        let writtenSustained = try XCTUnwrap(written["sustained"] as? [String: Any])
+        XCTAssertEqual(writtenSustained["window_medians_ms"] as? [Double], [30, 31, 36, 41])
+        XCTAssertEqual(
+            writtenSustained["thermal_states"] as? [String],
+            ["nominal", "fair", "serious", "serious"]
+        )
+        XCTAssertEqual(writtenSustained["slowdown"] as? Double, 41.0 / 30.0)
+        XCTAssertEqual(writtenSustained["duration_s"] as? Double, 120)
+        XCTAssertEqual(writtenSustained["window_s"] as? Double, 30)
+        // The windows are not rounds: no "rounds disagree" from throttling.
+        XCTAssertEqual(written["round_medians_ms"] as? [Double], [])
+        let reliability = try XCTUnwrap(written["reliability"] as? [String: Any])
+        XCTAssertEqual(reliability["reasons"] as? [String], [])
         let latency = try XCTUnwrap(written["latency"] as? [String: Any])
         XCTAssertEqual(latency["runs"] as? Int, samples.count)
         XCTAssertEqual(written["samples_total"] as? Int, samples.count)

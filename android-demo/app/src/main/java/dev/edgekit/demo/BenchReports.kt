@@ -9,7 +9,7 @@ import dev.edgekit.core.Manifest
 import dev.edgekit.core.SustainedRun
 
 /**
- * Measurements -> a bench report (schema 2.0) through the core's BenchReportWriter, which owns
+ * Measurements -> a bench report (schema 2.1) through the core's BenchReportWriter, which owns
  * the schema: field names, the estimators, the statistics. This file only says what the phone
  * measured and what the platform reports about itself (BENCH_PROTOCOL.md, "The report").
  */
@@ -22,8 +22,9 @@ object BenchReports {
                 platform = PhoneInfo.platform,
                 processor = PhoneInfo.processor,
                 cpuCount = PhoneInfo.cpuCount,
-                thermalStateAtStart = settings.thermalStart,
-                thermalStateAtEnd = settings.thermalEnd,
+                soc = PhoneInfo.soc,
+                thermalStateStart = settings.thermalStart,
+                thermalStateEnd = settings.thermalEnd,
             ),
             settings = linkedMapOf(
                 "runs" to settings.request.runs,
@@ -54,7 +55,12 @@ object BenchReports {
                     samplesMs = measured.samplesMs,
                     memoryIncreaseBytes = measured.nativeHeapIncreaseBytes,
                     sustained = measured.sustainedSeconds?.let {
-                        SustainedRun(durationS = it, windowS = SUSTAINED_WINDOW_S, windowMediansMs = measured.minuteMediansMs)
+                        SustainedRun(
+                            durationS = it,
+                            windowS = SUSTAINED_WINDOW_S,
+                            windowMediansMs = measured.windowMediansMs,
+                            thermalStates = measured.windowThermalStates,
+                        )
                     },
                     error = measured.error,
                 ),
@@ -66,12 +72,24 @@ object BenchReports {
                 )
             }
         }
+        PhoneInfo.socUnavailableReason?.let(writer::addNote)
         PhoneInfo.thermalUnavailableReason?.let(writer::addNote)
         settings.thermalStart?.takeIf { it != "none" }?.let {
             writer.addWarning("The device was already throttling when the run started (thermal status $it).")
         }
+        val seen = listOfNotNull(settings.thermalStart, settings.thermalEnd) + measurements.flatMap { it.windowThermalStates }
+        // The worst status seen, unless the warning above already named it.
+        THROTTLING_STATUSES.lastOrNull { it in seen }?.takeIf { it != settings.thermalStart }?.let {
+            writer.addWarning(
+                "The device's thermal status reached '$it' during the run: it throttles there, so " +
+                    "later samples are slower than a cool phone's.",
+            )
+        }
         return writer.toJson()
     }
+
+    /** PowerManager's statuses at which the platform throttles, mildest first. */
+    private val THROTTLING_STATUSES = listOf("light", "moderate", "severe", "critical", "emergency", "shutdown")
 
     /** Sustained mode's window: one median per minute (BENCH_PROTOCOL.md). */
     const val SUSTAINED_WINDOW_S = 60.0

@@ -19,7 +19,7 @@ import java.util.TimeZone
  * Benchmark mode, the receiving side of android-demo/BENCH_PROTOCOL.md: started by
  * `adb shell am start -n dev.edgekit.demo/.BenchmarkActivity --es artifact ... --es report ...`
  * (edgekit bench --device adb) or by the in-app button. Measures every component (or the one
- * named) and writes a bench report of schema 2.0 through the core's BenchReportWriter.
+ * named) and writes a bench report of schema 2.1 through the core's BenchReportWriter.
  */
 class BenchmarkActivity : Activity() {
     private lateinit var status: TextView
@@ -128,8 +128,10 @@ class ComponentMeasurement(
     /** Timed runs in order, or a uniform reservoir of them in sustained mode. */
     val samplesMs: List<Double>,
     val samplesTotal: Int,
-    /** Sustained mode: the median of each minute, so throttling shows as a rising series. */
-    val minuteMediansMs: List<Double>,
+    /** Sustained mode: the median of each window, so throttling shows as a rising series. */
+    val windowMediansMs: List<Double>,
+    /** Sustained mode: the thermal status at the end of each window (empty below API 29). */
+    val windowThermalStates: List<String>,
     /** Sustained mode: how long the timed runs went on; null for a fixed number of runs. */
     val sustainedSeconds: Double?,
     val nativeHeapIncreaseBytes: Long?,
@@ -175,18 +177,19 @@ class BenchmarkRun(private val activity: Activity, private val request: BenchReq
                 val timed = if (request.sustainedSeconds > 0) {
                     sustained(model, inputs)
                 } else {
-                    Timed(List(request.runs) { timeOnce(model, inputs) }, request.runs, emptyList(), null)
+                    Timed(List(request.runs) { timeOnce(model, inputs) }, request.runs, emptyList(), emptyList(), null)
                 }
                 ComponentMeasurement(
                     component, runtime, loadMs, firstMs, request.warmup, timed.samplesMs, timed.total,
-                    timed.minuteMediansMs, timed.seconds, Debug.getNativeHeapAllocatedSize() - heapBefore,
+                    timed.windowMediansMs, timed.windowThermalStates, timed.seconds,
+                    Debug.getNativeHeapAllocatedSize() - heapBefore,
                     error = null,
                 )
             }
         } catch (error: Exception) {
             Log.e(LOG_TAG, "${component.name} failed", error)
             ComponentMeasurement(
-                component, runtime, null, null, 0, emptyList(), 0, emptyList(), null, null,
+                component, runtime, null, null, 0, emptyList(), 0, emptyList(), emptyList(), null, null,
                 error = error.message ?: error.toString(),
             )
         }
@@ -195,24 +198,32 @@ class BenchmarkRun(private val activity: Activity, private val request: BenchReq
     private class Timed(
         val samplesMs: List<Double>,
         val total: Int,
-        val minuteMediansMs: List<Double>,
+        val windowMediansMs: List<Double>,
+        val windowThermalStates: List<String>,
         val seconds: Double?,
     )
 
     /**
      * Timed runs for `sustained_s` seconds and at least `runs` of them: every run is timed; a
-     * uniform reservoir of at most [MAX_SAMPLES] is kept (reservoir sampling, seeded) and each
-     * 60 s window's median recorded.
+     * uniform reservoir of at most [MAX_SAMPLES] is kept (reservoir sampling, seeded), and each
+     * window's median and the thermal status at its end recorded (`sustained` in the report).
      */
     private fun sustained(model: LoadedComponent, inputs: List<dev.edgekit.demo.runtime.InputValues>): Timed {
         val random = Random(0)
         val reservoir = ArrayList<Double>(MAX_SAMPLES)
-        val minuteMedians = ArrayList<Double>()
-        val minute = ArrayList<Double>()
+        val windowMedians = ArrayList<Double>()
+        val windowThermalStates = ArrayList<String>()
+        val window = ArrayList<Double>()
+        val windowNanos = (BenchReports.SUSTAINED_WINDOW_S * NANOS_PER_SECOND).toLong()
         val started = SystemClock.elapsedRealtimeNanos()
         val end = started + request.sustainedSeconds * NANOS_PER_SECOND
-        var minuteEnd = started + NANOS_PER_MINUTE
+        var windowEnd = started + windowNanos
         var total = 0
+        fun closeWindow() {
+            windowMedians.add(median(window))
+            PhoneInfo.thermalStatus(activity)?.let(windowThermalStates::add)
+            window.clear()
+        }
         while (SystemClock.elapsedRealtimeNanos() < end || total < request.runs) {
             val sample = timeOnce(model, inputs)
             total += 1
@@ -222,15 +233,14 @@ class BenchmarkRun(private val activity: Activity, private val request: BenchReq
                 val slot = random.nextInt(total)
                 if (slot < MAX_SAMPLES) reservoir[slot] = sample
             }
-            minute.add(sample)
-            if (SystemClock.elapsedRealtimeNanos() >= minuteEnd) {
-                minuteMedians.add(median(minute))
-                minute.clear()
-                minuteEnd += NANOS_PER_MINUTE
+            window.add(sample)
+            if (SystemClock.elapsedRealtimeNanos() >= windowEnd) {
+                closeWindow()
+                windowEnd += windowNanos
             }
         }
-        if (minute.isNotEmpty()) minuteMedians.add(median(minute))
-        return Timed(reservoir, total, minuteMedians, elapsedMs(started) / 1000)
+        if (window.isNotEmpty()) closeWindow()
+        return Timed(reservoir, total, windowMedians, windowThermalStates, elapsedMs(started) / 1000)
     }
 
     private fun timeOnce(model: LoadedComponent, inputs: List<dev.edgekit.demo.runtime.InputValues>): Double {
@@ -246,7 +256,6 @@ class BenchmarkRun(private val activity: Activity, private val request: BenchReq
     private companion object {
         const val MAX_SAMPLES = 1000
         const val NANOS_PER_SECOND = 1_000_000_000L
-        const val NANOS_PER_MINUTE = 60 * NANOS_PER_SECOND
     }
 }
 

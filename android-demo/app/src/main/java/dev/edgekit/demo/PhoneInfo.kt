@@ -11,12 +11,26 @@ object PhoneInfo {
     val platform: String get() = "android-${Build.SUPPORTED_ABIS.firstOrNull() ?: "unknown"}"
     val cpuCount: Int get() = Runtime.getRuntime().availableProcessors()
 
-    /** The SoC (API 31+ names it, e.g. "SM8650"); older releases only give the board name. */
-    val processor: String
-        get() = if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.S && Build.SOC_MODEL != Build.UNKNOWN) {
-            Build.SOC_MODEL
-        } else {
-            Build.HARDWARE
+    /** The board or chipset as the kernel names it (e.g. "zuma"): on every API level. */
+    val processor: String get() = Build.HARDWARE
+
+    /** The SoC's maker and model (`machine.soc`, e.g. "Google Tensor G3"): API 31+ names it;
+     * null on older releases or where the vendor left it unknown. */
+    val soc: String?
+        get() {
+            if (Build.VERSION.SDK_INT < Build.VERSION_CODES.S || Build.SOC_MODEL == Build.UNKNOWN) return null
+            val maker = Build.SOC_MANUFACTURER.takeIf { it != Build.UNKNOWN }
+            return listOfNotNull(maker, Build.SOC_MODEL).joinToString(" ")
+        }
+
+    /** Why `machine.soc` is missing from a report, or null when it is there. */
+    val socUnavailableReason: String?
+        get() = when {
+            Build.VERSION.SDK_INT < Build.VERSION_CODES.S ->
+                "SoC not recorded: Build.SOC_MODEL needs API 31, this device runs API ${Build.VERSION.SDK_INT}; " +
+                    "machine.processor is the board name (Build.HARDWARE)."
+            soc == null -> "SoC not recorded: the vendor left Build.SOC_MODEL unknown."
+            else -> null
         }
 
     /** Why thermal status is missing from a report, or null where the platform exposes it. */

@@ -7,37 +7,63 @@ import java.time.ZoneOffset
 import java.time.format.DateTimeFormatter
 import java.time.temporal.ChronoUnit
 
-/** The phone, as a bench report's `machine` block describes it. */
+/** The phone, as a bench report's `machine` block describes it (bench schema 2.1 fields). */
 data class DeviceInfo(
     /** Manufacturer and model, e.g. "Google Pixel 8". */
     val model: String,
     /** e.g. "Android 14 (API 34)". */
     val os: String,
-    /** ABI / architecture, e.g. "arm64-v8a". */
+    /** ABI / architecture, e.g. "android-arm64-v8a". */
     val platform: String,
-    /** SoC or CPU, e.g. "Google Tensor G3". */
+    /** The CPU or board as the kernel names it, e.g. "zuma". */
     val processor: String,
     val cpuCount: Int?,
-    /** The platform's thermal status when the run started ("none", "light", "moderate",
-     * "severe", ...), or null where the platform does not expose it. */
-    val thermalStateAtStart: String? = null,
-    val thermalStateAtEnd: String? = null,
+    /** System on chip, e.g. "Google Tensor G3" (`machine.soc`), or null where the platform does
+     * not name it. */
+    val soc: String? = null,
+    /** The platform's thermal state when the run started, by the platform's own names
+     * (Android: "none", "light", "moderate", "severe", ...; iOS: "nominal", "fair", ...),
+     * or null where the platform does not expose it (`machine.thermal_state_start`). */
+    val thermalStateStart: String? = null,
+    /** ... and when it ended (`machine.thermal_state_end`). */
+    val thermalStateEnd: String? = null,
 )
 
 /** The runtime that ran the artifact on the device. */
 data class DeviceRuntime(
-    /** "ai-edge-litert", "executorch", "onnxruntime": the names host rows use. */
+    /** "litert", "executorch", "onnxruntime", "coreml": the library the app links
+     * (BENCH_PROTOCOL.md says why LiteRT's differs from the host's "ai-edge-litert"). */
     val name: String,
     val version: String,
     val threads: Int?,
     /** "xnnpack", "gpu", "nnapi", "CPUExecutionProvider"... */
     val delegate: String?,
+    /** Core ML's compute units ("cpuAndNeuralEngine"); null for runtimes without them. */
+    val computeUnits: String? = null,
     val settings: Map<String, Any?> = emptyMap(),
 )
 
-/** A sustained run: the benchmark repeated for a while so throttling shows. Each window's
- * median becomes one of the row's round medians. */
-data class SustainedRun(val durationS: Double, val windowS: Double, val windowMediansMs: List<Double>)
+/**
+ * A sustained run: the benchmark repeated for minutes so thermal throttling shows, one median
+ * per window (`sustained` of bench schema 2.1). Throttling is reported as [slowdown], not as
+ * rounds that disagree: the windows are consecutive, not interleaved rounds of one setting.
+ */
+data class SustainedRun(
+    val durationS: Double,
+    val windowS: Double,
+    val windowMediansMs: List<Double>,
+    /** The platform's thermal state at the end of each window (empty where not exposed). */
+    val thermalStates: List<String> = emptyList(),
+) {
+    /** Last window's median / first window's: > 1 means it slowed down. Null below two
+     * windows, where there is nothing to compare. */
+    val slowdown: Double?
+        get() = if (windowMediansMs.size < 2 || windowMediansMs.first() <= 0.0) {
+            null
+        } else {
+            windowMediansMs.last() / windowMediansMs.first()
+        }
+}
 
 /** One artifact's measurement on the device. */
 data class DeviceMeasurement(
@@ -52,6 +78,7 @@ data class DeviceMeasurement(
     val warmupRuns: Int?,
     /** Timed runs after warm-up, in order. */
     val samplesMs: List<Double>,
+    /** Median of each interleaved round, when the app ran rounds (not sustained windows). */
     val roundMediansMs: List<Double> = emptyList(),
     /** Peak resident memory of the app process and its increase over loading and running. */
     val peakRssBytes: Long? = null,
@@ -62,7 +89,7 @@ data class DeviceMeasurement(
 )
 
 /**
- * Writes a bench report of edgekit's schema 2.0 (edgekit/bench/schema.py,
+ * Writes a bench report of edgekit's schema 2.1 (edgekit/bench/schema.py,
  * edgekit/schemas/bench.schema.json) with `source: "device"` rows, so `edgekit bench ingest`
  * merges a phone's numbers with the host's. Rows link to the host's by the model file's
  * sha256 from the manifest. Statistics are BenchStats (edgekit's estimators).
@@ -109,42 +136,45 @@ class BenchReportWriter(
                 "version" to m.runtime.version,
                 "threads" to m.runtime.threads,
                 "delegate" to m.runtime.delegate,
+                "compute_units" to m.runtime.computeUnits,
                 "settings" to m.runtime.settings,
             ),
             "load_ms" to m.loadMs,
             "first_inference_ms" to m.firstInferenceMs,
             "warmup_runs" to m.warmupRuns,
-            "fidelity" to mapOf("verification_status" to m.manifest.status),
+            "fidelity" to linkedMapOf(
+                "verification_status" to component.artifactStatus,
+                "worst_sqnr_db" to component.worstSqnrDb,
+                "top1_agreement" to component.top1Agreement,
+            ),
         )
-        val rounds = m.sustained?.windowMediansMs ?: m.roundMediansMs
         if (m.error == null && m.samplesMs.isNotEmpty()) {
             val stats = BenchStats.of(m.samplesMs)
-            val reliability = Reliability.of(stats, rounds, m.samplesMs)
+            val reliability = Reliability.of(stats, m.roundMediansMs, m.samplesMs)
             row["latency"] = latencyJson(stats)
             row["throughput_per_s"] = m.batch * 1000.0 / stats.medianMs
             row["samples_ms"] = m.samplesMs
             row["samples_total"] = m.samplesMs.size
-            row["round_medians_ms"] = rounds
+            row["round_medians_ms"] = m.roundMediansMs
             row["reliability"] = mapOf("reliable" to reliability.reliable, "reasons" to reliability.reasons)
+        }
+        m.sustained?.let {
+            row["sustained"] = linkedMapOf(
+                "duration_s" to it.durationS,
+                "window_s" to it.windowS,
+                "window_medians_ms" to it.windowMediansMs,
+                "thermal_states" to it.thermalStates,
+                "slowdown" to it.slowdown,
+            )
         }
         if (m.peakRssBytes != null || m.memoryIncreaseBytes != null) {
             row["memory"] = mapOf("peak_rss_bytes" to m.peakRssBytes, "increase_bytes" to m.memoryIncreaseBytes)
         }
         results.add(row)
-        m.sustained?.let {
-            notes.add(
-                "${row["name"]}: sustained for ${it.durationS} s; round_medians_ms are the medians " +
-                    "of consecutive ${it.windowS} s windows, so throttling shows as rounds that disagree.",
-            )
-        }
     }
 
     /** The report as JSON text. */
     fun toJson(createdUtc: OffsetDateTime = OffsetDateTime.now(ZoneOffset.UTC)): String {
-        val machineSettings = linkedMapOf<String, Any?>()
-        // The schema's machine block has no thermal field yet: the states go into settings.
-        device.thermalStateAtStart?.let { machineSettings["thermal_state_start"] = it }
-        device.thermalStateAtEnd?.let { machineSettings["thermal_state_end"] = it }
         val report = linkedMapOf(
             "schema_version" to SCHEMA_VERSION,
             "created_utc" to createdUtc.withOffsetSameInstant(ZoneOffset.UTC)
@@ -157,8 +187,11 @@ class BenchReportWriter(
                 "processor" to device.processor,
                 "cpu_count" to device.cpuCount,
                 "device" to device.model,
+                "soc" to device.soc,
+                "thermal_state_start" to device.thermalStateStart,
+                "thermal_state_end" to device.thermalStateEnd,
             ),
-            "settings" to LinkedHashMap(settings).apply { putAll(machineSettings) },
+            "settings" to settings,
             "estimators" to ESTIMATORS,
             "results" to results,
             "warnings" to warnings,
@@ -195,7 +228,7 @@ class BenchReportWriter(
 
     companion object {
         /** The bench schema this writer follows (edgekit/bench/schema.py BENCH_SCHEMA_VERSION). */
-        const val SCHEMA_VERSION = "2.0"
+        const val SCHEMA_VERSION = "2.1"
         private val ISO_SECONDS: DateTimeFormatter = DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ssxxx")
         private val GSON = GsonBuilder().setPrettyPrinting().disableHtmlEscaping().create()
 

@@ -195,8 +195,8 @@ data class Reliability(val reliable: Boolean, val reasons: List<String>) {
         const val UNRELIABLE_ROUND_SPREAD = 0.25
 
         /** The CV over the middle 80% of the samples (one pause in 100 runs should not
-         * condemn a row); p90/p50; how far per-round medians disagree (a sustained run's
-         * windows are its rounds: throttling shows there). */
+         * condemn a row); p90/p50; how far per-round medians disagree. A sustained run's
+         * windows are not rounds: throttling is its `sustained.slowdown`, not a spread. */
         fun of(stats: BenchStats, roundMediansMs: List<Double>, samplesMs: List<Double>?): Reliability {
             val reasons = ArrayList<String>()
             val cv = if (!samplesMs.isNullOrEmpty()) trimmedCv(samplesMs.sorted()) else stats.cv

@@ -196,7 +196,20 @@ data class Component(
     val verificationRuntime: String,
     val sizeBytes: Long?,
     val fp32WeightBytes: Long?,
-)
+    /** The lowest `sqnr_db` of the verified outputs, null when none has one. */
+    val worstSqnrDb: Double? = null,
+    /** The first verified output's `top1_agreement`, null when none has one. */
+    val top1Agreement: Double? = null,
+) {
+    /** The verdict in the artifact's words, as bench rows carry it (`fidelity.verification_status`):
+     * "verified", "failed" or "structure-only" for "passed", "failed", "not-checked". */
+    val artifactStatus: String
+        get() = when (verificationStatus) {
+            "passed" -> "verified"
+            "not-checked" -> "structure-only"
+            else -> verificationStatus
+        }
+}
 
 data class FileEntry(val path: String, val sizeBytes: Long, val sha256: String)
 
@@ -280,6 +293,11 @@ data class Manifest(
 
         private fun component(c: JsonObject, r: JsonReader, path: String): Component {
             val verification = r.obj(c, "verification", path)
+            val checked = if (r.optArray(verification, "outputs", "$path.verification") != null) {
+                r.objects(verification, "outputs", "$path.verification")
+            } else {
+                emptyList()
+            }
             return Component(
                 name = r.string(c, "name", path),
                 modelKind = r.string(c, "model_kind", path),
@@ -291,6 +309,10 @@ data class Manifest(
                 verificationRuntime = r.string(verification, "runtime", "$path.verification"),
                 sizeBytes = r.optDouble(c, "size_bytes", path)?.toLong(),
                 fp32WeightBytes = r.optDouble(c, "fp32_weight_bytes", path)?.toLong(),
+                worstSqnrDb = checked.mapNotNull { r.optDouble(it, "sqnr_db", "$path.verification.outputs") }.minOrNull(),
+                top1Agreement = checked.firstNotNullOfOrNull {
+                    r.optDouble(it, "top1_agreement", "$path.verification.outputs")
+                },
             )
         }
 
