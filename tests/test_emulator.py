@@ -70,14 +70,6 @@ def test_verify_on_this_host_and_a_damaged_file(mobilevit_artifacts, tmp_path):
     _one_line_error(result, 4, "This host's runtime could not run model.onnx")
 
 
-def test_executorch_limitation_is_stated(mobilevit_artifacts, tmp_path):
-    result = runner.invoke(
-        app, ["verify", str(mobilevit_artifacts["executorch"]), "--emulate", "arm64", "--cache",
-              str(tmp_path)],
-    )  # fmt: skip
-    _one_line_error(result, 2, "ExecuTorch cannot run under emulation here")
-
-
 def test_setup_without_qemu_or_root_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda tool: None)
     result = runner.invoke(app, ["emulator", "setup", "arm64", "--cache", str(tmp_path)])

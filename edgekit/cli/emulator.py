@@ -32,6 +32,13 @@ def setup(
             )
         console.print(f"[bold]{arch} emulator ready[/bold] in {env.root}")
         console.print(f"runtimes: {', '.join(f'{k} {v}' for k, v in env.packages.items())}")
+        from edgekit.emulate import executorch
+
+        no_executorch = executorch.unavailable_reason()
+        console.print(
+            "ExecuTorch: "
+            + (f"not available: {no_executorch}" if no_executorch else "runner built on first use")
+        )
         cannot_count = env.instruction_counter_unavailable()
         console.print(
             "instruction counts (bench --emulate): "

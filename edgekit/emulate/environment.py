@@ -88,6 +88,14 @@ class Environment:
             ]
         return [*qemu, "-cpu", core, "-L", str(prefix), str(prefix / GUEST_PYTHON)]
 
+    def binary(
+        self, core: str, program: Path, count_instructions_to: Path | None = None
+    ) -> list[str]:
+        """The command that runs an aarch64 `program` (linked against the root's glibc) on
+        `core`: the same qemu, core root and plugin as `python`, with `program` for Python."""
+        *qemu, _guest_python = self.python(core, count_instructions_to)
+        return [*qemu, str(program)]
+
     def instruction_counter_unavailable(self) -> str | None:
         """Why instructions cannot be counted here, or None."""
         dynamic = ARCHES[self.arch]["qemu_plugins"]

@@ -38,11 +38,9 @@ def unsupported_format_reason(format_name: str) -> str | None:
     if format_name in GUEST_FORMATS:
         return None
     if format_name == "executorch":
-        return (
-            "ExecuTorch cannot run under emulation here: its Python runtime links libtorch, and "
-            "the only aarch64 torch on PyPI is a multi-GB CUDA build; running its C++ "
-            "executor_runner cross-compiled for aarch64 is not built yet."
-        )
+        from edgekit.emulate import executorch
+
+        return executorch.unavailable_reason()
     return f"{format_name} artifacts have no runtime for Linux on ARM (Core ML runs on Apple OSes)."
 
 
@@ -65,6 +63,19 @@ def run_in_guest(
     `probe_tensors` (verify --localize): fetch these values instead of the declared outputs
     (ONNX value names, or LiteRT tensor indices as strings). `count_instructions`: run under the
     instruction-counting plugin; the timings then hold `instructions`, one count per timed run."""
+    if manifest.format == "executorch":
+        if probe_tensors:
+            raise EmulatorError(
+                "ExecuTorch programs have no intermediate outputs to probe under emulation.",
+                hint="localize the onnx or tflite export of the same model.",
+            )
+        # No Python runtime for it in the guest: a cross-compiled C++ runner (see the module).
+        from edgekit.emulate import executorch
+
+        return executorch.run(
+            environment, core, model_path, component, input_sets, threads=threads,
+            timed_runs=timed_runs, timeout_s=timeout_s, count_instructions=count_instructions,
+        )  # fmt: skip
     output_names = probe_tensors or [spec.name for spec in component.outputs]
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as scratch:
         scratch_path = Path(scratch)
