@@ -474,33 +474,9 @@ def localize(
             order, torch_outputs = torch_layer_outputs(loaded.module, loaded, input_sets)
             model_path = artifact_dir / component.model_file
             probe = Path(scratch) / f"{component.name}-probe{model_path.suffix}"
-            final = component.outputs[0].name
-            if manifest.format == "onnx":
-                tensor_of = write_onnx_probe(model_path, probe)
-                names = [o.name for o in component.outputs] + sorted(set(tensor_of.values()))
-                names = list(dict.fromkeys(names))
-                unprobed = run_onnx_probe(model_path, input_sets, [final])
-                host_runs = run_onnx_probe(probe, input_sets, names)
-                runtime = _version("onnxruntime")
-            else:
-                indices = tflite_module_tensors(model_path, loaded.module)
-                tensor_of = {path: str(i) for path, i in indices.items()}
-                final_index = _tflite_output_index(model_path)
-                write_tflite_probe(model_path, probe, list(indices.values()))
-                input_names = [spec.name for spec in component.inputs]
-                unprobed = [{final: r[str(final_index)]} for r in run_tflite_probe(
-                    model_path, input_sets, input_names, [final_index])]  # fmt: skip
-                host_runs = run_tflite_probe(
-                    probe, input_sets, input_names, [final_index, *indices.values()]
-                )
-                for run in host_runs:
-                    run[final] = run[str(final_index)]
-                runtime = _version("ai-edge-litert")
-            probe_sqnr = _capped(
-                sqnr_db(
-                    np.concatenate([u[final].ravel() for u in unprobed]),
-                    np.concatenate([h[final].ravel() for h in host_runs]),
-                )
+            probe_host = _probe_onnx if manifest.format == "onnx" else _probe_tflite
+            tensor_of, host_runs, probe_sqnr, runtime = probe_host(
+                model_path, probe, component, loaded, input_sets
             )
             targets = [("this host", host_runs, None)]
             for core in cores or []:
@@ -544,6 +520,46 @@ def mark_mismatches(layers: list[LayerComparison], jump_db: float) -> None:
 
 def trusted(layers: list[LayerComparison]) -> list[LayerComparison]:
     return [layer for layer in layers if not layer.mismatched]
+
+
+def _probe_onnx(model_path, probe, component, loaded, input_sets):
+    """Write the ONNX probe and run it on this host: (module -> value name, runs, probe's final
+    output SQNR vs the unprobed model's, runtime)."""
+    final = component.outputs[0].name
+    tensor_of = write_onnx_probe(model_path, probe)
+    names = list(
+        dict.fromkeys([o.name for o in component.outputs] + sorted(set(tensor_of.values())))
+    )
+    unprobed = run_onnx_probe(model_path, input_sets, [final])
+    host_runs = run_onnx_probe(probe, input_sets, names)
+    return tensor_of, host_runs, _final_sqnr(unprobed, host_runs, final), _version("onnxruntime")
+
+
+def _probe_tflite(model_path, probe, component, loaded, input_sets):
+    """`_probe_onnx` for LiteRT: values are tensor indices (as strings)."""
+    final = component.outputs[0].name
+    indices = tflite_module_tensors(model_path, loaded.module)
+    tensor_of = {path: str(i) for path, i in indices.items()}
+    final_index = _tflite_output_index(model_path)
+    write_tflite_probe(model_path, probe, list(indices.values()))
+    input_names = [spec.name for spec in component.inputs]
+    unprobed = [
+        {final: run[str(final_index)]}
+        for run in run_tflite_probe(model_path, input_sets, input_names, [final_index])
+    ]
+    host_runs = run_tflite_probe(probe, input_sets, input_names, [final_index, *indices.values()])
+    for run in host_runs:
+        run[final] = run[str(final_index)]
+    return tensor_of, host_runs, _final_sqnr(unprobed, host_runs, final), _version("ai-edge-litert")
+
+
+def _final_sqnr(unprobed, probed, final: str) -> float:
+    return _capped(
+        sqnr_db(
+            np.concatenate([run[final].ravel() for run in unprobed]),
+            np.concatenate([run[final].ravel() for run in probed]),
+        )
+    )
 
 
 def _name_jumps(result: Localization) -> None:
