@@ -402,7 +402,7 @@ def test_int4_weights_are_realized_and_read_back_on_ios18(artifacts, mobilevit, 
     int8_weight = quant_spec(QuantPlan(default=P.INT8_WEIGHT), mobilevit.module)
     exporter = CoreMLExporter(minimum_deployment_target="iOS18")
     realized = exporter.read_layer_precisions(mlpackage, int8_weight)
-    assert set(realized.values()) == {P.INT4_WEIGHT}
+    assert {realized[path] for path in int8_weight.layers} == {P.INT4_WEIGHT}
     check = check_realized(int8_weight, realized, evidence=exporter.layer_evidence)
     assert (
         check.failures[0] == f"layer '{STEM}' is int4-weight in the artifact, planned int8-weight"
@@ -439,13 +439,15 @@ def test_read_back_reads_the_package_not_the_plan(artifacts, mobilevit):
     fp16_package = package(artifacts["fp16"])
     int8_weight = quant_spec(QuantPlan(default=P.INT8_WEIGHT), mobilevit.module)
     realized = exporter.read_layer_precisions(fp16_package, int8_weight)
-    assert set(realized.values()) == {P.FP16} and len(realized) == LAYER_COUNT
+    layers = {path: realized[path] for path in int8_weight.layers}
+    assert set(layers.values()) == {P.FP16} and len(layers) == LAYER_COUNT
     check = check_realized(int8_weight, realized, evidence=exporter.layer_evidence)
     assert check.status == "failed"
     assert check.failures[0] == f"layer '{STEM}' is fp16 in the artifact, planned int8-weight"
 
     elsewhere = dataclasses.replace(int8_weight, module_prefix="other.")
-    assert set(exporter.read_layer_precisions(fp16_package, elsewhere).values()) == {None}
+    read = exporter.read_layer_precisions(fp16_package, elsewhere)
+    assert {read[path] for path in elsewhere.layers} == {None}
 
 
 def test_overrides_keyed_by_fx_names_are_caught(mobilevit, tmp_path, monkeypatch):

@@ -279,7 +279,9 @@ def test_read_back_reads_the_file_not_the_plan(artifacts, mobilevit, tmp_path):
         "layer 'classifier' (planned int8) is not in the exported graph",
     ]
     untouched = exporter.read_layer_precisions(source, spec)
-    assert set(untouched.values()) == {P.INT8}
+    assert {untouched[path] for path in spec.layers} == {P.INT8}
+    # Beside the layers, each attention block's products: float, as every named plan keeps them.
+    assert {untouched[block] for block in spec.matmuls} == {P.FP32} and len(spec.matmuls) == 9
 
 
 def test_static_int8_without_calibration_is_refused(mobilevit, tmp_path):

@@ -182,7 +182,9 @@ def test_a_plan_file_is_used_as_written_even_when_named_like_a_named_plan(tmp_pa
     )
     assert result.exit_code == 0, result.output
     manifest = read_manifest(next((tmp_path / "out").iterdir()))
-    assert manifest.quant_plan == QuantPlan(name="int8", default=LayerPrecision.FP32)
+    # As written, schema 1.0 included: older plans read unchanged.
+    written = QuantPlan(schema_version="1.0", name="int8", default=LayerPrecision.FP32)
+    assert manifest.quant_plan == written
     assert manifest.component().quant.counts == {"fp32": 90}
 
 

@@ -346,6 +346,8 @@ def print_plan_check(label: str, component) -> None:
             f"{component.fp32_weight_bytes / 2**20:.2f} MiB of weights in fp32"
         )
     console.print(f"{label}layers: {counts} — {verdict} (read back: {check.evidence}){size}")
+    if check.matmul_summary:
+        console.print(f"{label}{check.matmul_summary}")
     for failure in check.failures[:MAX_PLAN_FAILURES_SHOWN]:
         console.print(f"  [red]{failure}[/red]")
     if len(check.failures) > MAX_PLAN_FAILURES_SHOWN:

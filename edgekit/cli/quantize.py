@@ -149,13 +149,29 @@ def plan(
             "has int8 weights. Default: int8.",
         ),
     ] = None,
+    quantize_matmuls: Annotated[
+        bool,
+        typer.Option(
+            "--quantize-matmuls",
+            help="Also plan attention products (Q K^T, softmax V) int8, least sensitive block "
+            "first, while the predicted fidelity stays within --min-sqnr / --max-top1-drop. "
+            "They hold no weights (size unchanged): this is for speed on ONNX Runtime and "
+            "LiteRT; ExecuTorch and Core ML refuse int8 products.",
+        ),
+    ] = False,
 ) -> None:
     """Pick the smallest plan within the budget; print the size/fidelity Pareto curve."""
     configure_logging(False)
     with Guard():
         from edgekit.artifact import write_bytes_atomic
         from edgekit.quant.analyze import ANALYZED_SCHEMES, read_report
-        from edgekit.quant.planner import candidates, choose, plan_for, scheme_ladder
+        from edgekit.quant.planner import (
+            candidates,
+            choose,
+            plan_for,
+            scheme_ladder,
+            with_matmuls,
+        )
 
         ladder = scheme_ladder(_schemes(scheme or ["int8"], ANALYZED_SCHEMES))
         report = read_report(sensitivity)
@@ -163,19 +179,43 @@ def plan(
         chosen = choose(
             curve, min_sqnr_db=min_sqnr, max_top1_drop_pct=max_top1_drop, max_size_mb=max_size
         )
-        chosen_plan = plan_for(report, chosen, name=out.stem)
         _print_curve(curve, chosen, ladder)
+        if quantize_matmuls:
+            chosen, verdicts = with_matmuls(
+                report, chosen, min_sqnr_db=min_sqnr, max_top1_drop_pct=max_top1_drop
+            )
+            _print_matmul_choices(verdicts)
+        chosen_plan = plan_for(report, chosen, name=out.stem)
         write_bytes_atomic(
             out, (chosen_plan.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
         )
         kept = len(report.layers) - chosen.layer_count
         counts = "".join(f"{chosen.count_at(s)} layers {s}, " for s in ladder if chosen.count_at(s))
+        if quantize_matmuls:
+            counts += f"{len(chosen.matmuls)} attention blocks' products int8, "
         console.print(
             f"[green]✓[/green] plan at [bold]{out}[/bold]: {counts}"
             f"{kept} float; {chosen.size_bytes / 1e6:.2f} MB of weights "
             f"({curve[0].size_bytes / chosen.size_bytes:.2f}x smaller than fp32), predicted "
             f"{chosen.predicted_sqnr_db:.1f} dB"
         )
+
+
+def _print_matmul_choices(verdicts) -> None:
+    table = Table(
+        title="Attention products (no weights: speed, not size), least sensitive first",
+        title_justify="left",
+    )
+    for column in ["attention block", "int8 alone dB", "plan with it dB", "planned"]:
+        table.add_column(column, justify="left" if column == "attention block" else "right")
+    for v in verdicts:
+        table.add_row(
+            v.path,
+            f"{v.sqnr_db:.1f}",
+            f"{v.predicted_sqnr_db:.1f}",
+            "[green]int8[/green]" if v.chosen else "fp32 (over budget)",
+        )
+    console.print(table)
 
 
 def _schemes(names: list[str], allowed) -> tuple:
@@ -268,7 +308,7 @@ def _print_attention_products(report) -> None:
     schemes = list(entries[0].sqnr_db)
     table = Table(
         title="Most sensitive attention matmuls (Q K^T and softmax V of one block quantized; "
-        "measured only: plans keep them with their block)",
+        "plans keep them float unless they name them: `quantize plan --quantize-matmuls`)",
         title_justify="left",
     )
     table.add_column("attention block")

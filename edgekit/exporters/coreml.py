@@ -19,6 +19,12 @@ folded conv taking its BatchNorm's), and a pass at the end of conversion names e
 weight after the layer: `p_<module path with _ for .>_weight` (torch.export's name of that
 parameter). The package is thereby self-describing: the plan check reads the layers back by
 those names, from the file.
+
+Attention products (Q K^T, softmax V) stay float: edgekit quantizes Core ML activations only at
+the inputs of the planned conv/linear ops, so a plan with int8 products is refused naming the
+block. The read-back checks the program's activation-by-activation `matmul` ops as a whole (the
+package keeps no module path on them): none taking a dequantized operand reads as every planned
+block's products float; any, as int8, which fails the float plan.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import NoHostRuntimeError, UnknownChoiceError
 from edgekit.exporters import ExportResult
-from edgekit.quant.plan import FLOAT_PRECISIONS, LayerPrecision
+from edgekit.quant.plan import FLOAT_PRECISIONS, LayerPrecision, matmul_refusal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,6 +120,10 @@ NO_ACTIVATION_CALIBRATION = (
     "are calibrated by running the model (coremltools' linear_quantize_activations), and Core "
     "ML runs only on macOS. Plan int8-weight for those layers here, or export on a Mac."
 )
+NO_INT8_PRODUCTS = (
+    "edgekit quantizes Core ML activations only at conv/linear inputs (coremltools' "
+    "linear_quantize_activations, op by op)"
+)
 CONVERTER = "coremltools.convert(torch.export.export(strict=False).run_decompositions({}))"
 
 # platform.system() where Core ML (and so MLModel.predict) exists.
@@ -181,6 +191,8 @@ class CoreMLExporter:
         return None
 
     def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
+        if quant.int8_matmuls:
+            return matmul_refusal(self.display_name, quant.int8_matmuls, NO_INT8_PRODUCTS)
         target = _deployment_target(self.minimum_deployment_target)
         for precision, oldest in MIN_QUANT_TARGETS.items():
             paths = quant.layers_at(precision)
@@ -291,7 +303,11 @@ class CoreMLExporter:
         for path, op in _layer_ops(operations, quant):
             # A layer called twice has two ops on one weight: the first one speaks for both.
             realized.setdefault(path, _realized_precision(op, producers, path))
-        return {path: realized.get(path) for path in quant.layers}
+        products = _product_precision(operations, producers)
+        return {
+            **{path: realized.get(path) for path in quant.layers},
+            **dict.fromkeys(quant.matmuls, products),
+        }
 
     def host_runtime_unavailable_reason(self) -> str | None:
         system = platform.system()
@@ -597,6 +613,25 @@ def _layer_of_weight(name: str, weight_names: dict[str, str]) -> str | None:
         if path is not None:
             return path
     return None
+
+
+def _product_precision(operations: list[Any], producers: dict[str, Any]) -> LayerPrecision | None:
+    """The precision of the program's attention products, read as a whole (module docstring):
+    `matmul` ops whose two operands are both computed (neither comes from a const or a constexpr
+    weight op). None when the program has no such op."""
+    dequantized = []
+    for op in operations:
+        if op.type != "matmul":
+            continue
+        sources = [producers.get(_argument(op, name) or "") for name in ("x", "y")]
+        if any(
+            s is None or s.type == "const" or s.type in DEQUANTIZING_WEIGHT_OPS for s in sources
+        ):
+            continue
+        dequantized.append(any(s.type == ACTIVATION_DEQUANTIZE_OP for s in sources))
+    if not dequantized:
+        return None
+    return LayerPrecision.INT8 if any(dequantized) else LayerPrecision.FP32
 
 
 def _argument(op: Any, name: str) -> str | None:

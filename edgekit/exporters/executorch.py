@@ -16,6 +16,13 @@ the two. The map says where a node came from; the precision always comes from th
 Export also writes an ETRecord beside the program (`model.etrecord`), ExecuTorch's own record of
 the graph it lowered, for its devtools: `profile_ops` runs the program with ETDump on and reads
 the events with the Inspector against it, so each op's time lands on a module path.
+
+Attention products (Q K^T, softmax V) stay float: the XNNPACK quantizer has no annotator for
+activation-by-activation matmuls (it annotates convolutions, linear layers, adds, muls, pools,
+...), so a plan with int8 products is refused naming the block (`plan_unsupported_reason`). The
+read-back still reads them from the `.pte` (XNNPACK batch-matrix-multiply nodes and portable
+bmm kernels, the datatypes of their two operands), so a product quantized by some later
+quantizer change would fail the export, not pass unseen.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult
 from edgekit.exporters._native import quiet_native_stderr
-from edgekit.quant.plan import LayerPrecision
+from edgekit.quant.plan import LayerPrecision, matmul_refusal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +79,14 @@ _XNN_GEMM_NODES = frozenset(
     {"XNNConv2d", "XNNDepthwiseConv2d", "XNNConvTranspose2d", "XNNFullyConnected"}
 )
 _XNN_FP32 = "xnn_datatype_fp32"
+# An attention product inside a delegate (XNNPACK's batched matmul of two tensors).
+_XNN_PRODUCT_NODE = "XNNBatchMatrixMultiply"
+# Portable kernels that compute a product of two activations when XNNPACK does not take it.
+_PORTABLE_PRODUCT_OPS = frozenset({"aten::bmm", "aten::matmul"})
+# Why XNNPACK cannot realize int8 attention products.
+XNNPACK_NO_PRODUCTS = (
+    "executorch's XNNPACKQuantizer has no annotator for activation-by-activation matmuls"
+)
 _XNN_FP16 = "xnn_datatype_fp16"
 _XNN_INT8_WEIGHTS = frozenset({"xnn_datatype_qint8", "xnn_datatype_qcint8"})
 _XNN_STATIC_INT8_INPUTS = frozenset({"xnn_datatype_qint8", "xnn_datatype_quint8"})
@@ -113,7 +128,11 @@ class ExecuTorchExporter:
     file_suffix = ".pte"
 
     def plan_unsupported_reason(self, quant: QuantSpec, model: LoadedModel) -> str | None:
-        """The first convolution planned int8-dynamic, which XNNPACK does not realize."""
+        """The first convolution planned int8-dynamic, or attention block with int8 products,
+        which XNNPACK does not realize."""
+        blocks = quant.int8_matmuls
+        if blocks:
+            return matmul_refusal(self.display_name, blocks, XNNPACK_NO_PRODUCTS)
         return _dynamic_conv_refusal(model.module, quant)
 
     def export(
@@ -160,11 +179,31 @@ class ExecuTorchExporter:
     ) -> dict[str, LayerPrecision | None]:
         delegated, instructions = read_layer_map(model_path)
         found: dict[str, set[LayerPrecision]] = defaultdict(set)
-        for traced, precision in _pte_layer_precisions(model_path, delegated, instructions):
-            if traced.startswith(quant.module_prefix):
-                found[traced.removeprefix(quant.module_prefix)].add(precision)
+        products: dict[str, set[LayerPrecision]] = defaultdict(set)
+        for traced, precision, is_product in _pte_layer_precisions(
+            model_path, delegated, instructions
+        ):
+            if not traced.startswith(quant.module_prefix):
+                continue
+            path = traced.removeprefix(quant.module_prefix)
+            if not is_product:
+                found[path].add(precision)
+                continue
+            block = max(
+                (b for b in quant.matmuls if path == b or path.startswith(b + ".")),
+                key=len,
+                default=None,
+            )
+            if block is not None:
+                products[block].add(precision)
+        for block in quant.matmuls:
+            found[block] = products.get(block, set())
+        planned_all = {
+            **quant.layers,
+            **{b: LayerPrecision(p.value) for b, p in quant.matmuls.items()},
+        }
         realized: dict[str, LayerPrecision | None] = {}
-        for path, planned in quant.layers.items():
+        for path, planned in planned_all.items():
             held = found.get(path, set())
             # A module called twice lowers to two nodes; if they differ, report the one that is
             # not the plan's, so the check names it.
@@ -452,10 +491,11 @@ def write_etrecord(program: Any, model_path: Path) -> Path:
 
 def _pte_layer_precisions(
     model_path: Path, delegated: dict[int, str], instructions: dict[int, str]
-) -> Iterator[tuple[str, LayerPrecision]]:
-    """(module path, precision) of every convolution / matrix-multiply node in the program:
-    inside XNNPACK payloads, and left on portable kernels. Reads the program flatbuffer and the
-    delegates' graphs only, never the weights, so it stays cheap for large files."""
+) -> Iterator[tuple[str, LayerPrecision, bool]]:
+    """(module path, precision, is an attention product) of every convolution / matrix-multiply
+    node in the program: inside XNNPACK payloads, and left on portable kernels. Reads the
+    program flatbuffer and the delegates' graphs only, never the weights, so it stays cheap for
+    large files."""
     from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
 
     with model_path.open("rb") as file:
@@ -467,12 +507,13 @@ def _pte_layer_precisions(
             _xnnpack_flatbuffer(program, file, header.segment_base_offset if header else 0, d)
             for d in plan.delegates
         ]
-    for handle, precision in _xnnpack_gemm_precisions([p for p in payloads if p is not None]):
+    graphs = [p for p in payloads if p is not None]
+    for handle, precision, is_product in _xnnpack_gemm_precisions(graphs):
         if handle in delegated:
-            yield delegated[handle], precision
-    for index, precision in _portable_gemm_precisions(plan):
+            yield delegated[handle], precision, is_product
+    for index, precision, is_product in _portable_gemm_precisions(plan):
         if index in instructions:
-            yield instructions[index], precision
+            yield instructions[index], precision, is_product
 
 
 def _xnnpack_flatbuffer(program: Any, file: Any, segment_base: int, delegate: Any) -> bytes | None:
@@ -502,17 +543,28 @@ def _xnnpack_flatbuffer(program: Any, file: Any, segment_base: int, delegate: An
     return file.read(length)
 
 
-def _xnnpack_gemm_precisions(payloads: list[bytes]) -> Iterator[tuple[int, LayerPrecision]]:
+def _xnnpack_gemm_precisions(
+    payloads: list[bytes],
+) -> Iterator[tuple[int, LayerPrecision, bool]]:
     for graph in _xnnpack_graphs(payloads):
         datatypes = {}
+        constants = set()
         for value in graph["xvalues"]:
             tensor = value["xvalue_union"]
             tensor = tensor.get("tensor_value", tensor)  # quantized values wrap a tensor value
             datatypes[tensor["id_out"]] = tensor["datatype"]
+            if tensor.get("constant_buffer_idx", 0):
+                constants.add(tensor["id_out"])
         for node in graph["xnodes"]:
+            fields = node["xnode_union"]
+            if node["xnode_union_type"] == _XNN_PRODUCT_NODE:
+                operands = [fields["input1_id"], fields["input2_id"]]
+                if not constants.intersection(operands):
+                    types = {datatypes[i] for i in operands}
+                    yield node["debug_handle"], _xnn_product_precision(types), True
+                continue
             if node["xnode_union_type"] not in _XNN_GEMM_NODES:
                 continue
-            fields = node["xnode_union"]
             precision = _xnn_precision(
                 datatypes[fields["input1_id"]], datatypes[fields["filter_id"]]
             )
@@ -526,7 +578,14 @@ def _xnnpack_gemm_precisions(payloads: list[bytes]) -> Iterator[tuple[int, Layer
                     datatypes[fields["filter_id"]],
                 )
                 continue
-            yield node["debug_handle"], precision
+            yield node["debug_handle"], precision, False
+
+
+def _xnn_product_precision(types: set[str]) -> LayerPrecision:
+    """A batch matmul's precision from its operands' datatypes: int8 only if both are."""
+    if types <= _XNN_STATIC_INT8_INPUTS | _XNN_DYNAMIC_INT8_INPUTS:
+        return LayerPrecision.INT8
+    return LayerPrecision.FP32 if types & {_XNN_FP32, _XNN_FP16} else LayerPrecision.INT8
 
 
 def _xnn_precision(input_type: str, weight_type: str) -> LayerPrecision | None:
@@ -583,7 +642,7 @@ def _json_with_non_finite(text: str) -> dict[str, Any]:
     return json.loads(re.sub(r"(?<=[\s:\[,])-?nan\b", "NaN", text))
 
 
-def _portable_gemm_precisions(plan: Any) -> Iterator[tuple[int, LayerPrecision]]:
+def _portable_gemm_precisions(plan: Any) -> Iterator[tuple[int, LayerPrecision, bool]]:
     """Convolutions and linear layers XNNPACK did not take: they run as portable kernels in
     float; a weight that a dequantize op produced is int8 stored, computed in float.
     Yields (instruction index, precision)."""
@@ -599,11 +658,15 @@ def _portable_gemm_precisions(plan: Any) -> Iterator[tuple[int, LayerPrecision]]
             index += 1
     producers = {args[-1]: (name, args) for _, name, args in kernel_calls if args}
     for index, name, args in kernel_calls:
+        if name in _PORTABLE_PRODUCT_OPS:
+            # Portable kernels compute in float (int8 would be a quantized kernel of its own).
+            yield index, LayerPrecision.FP32, True
+            continue
         weight_arg = _PORTABLE_GEMM_WEIGHT_ARG.get(name)
         if weight_arg is not None:
             precision = _portable_weight_precision(plan, args[weight_arg], producers)
             if precision is not None:
-                yield index, precision
+                yield index, precision, False
 
 
 def _portable_weight_precision(

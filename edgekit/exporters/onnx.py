@@ -23,6 +23,17 @@ The file itself says which layer each node computes: every conv/linear node carr
 path of its layer (`edgekit.module`), stamped from the exporter's metadata and parameter names
 before quantizing and re-stamped on the nodes the quantizer replaces. `read_layer_precisions`
 decides each layer's precision from the ops around its node in the written file.
+
+Attention products (Q K^T and softmax V: MatMul nodes whose operands are both activations) are
+planned per attention block (`QuantSpec.matmuls`). Every op traced inside a block that computes
+products, other than its conv/linear layers, takes the products' precision: int8 quantizes the
+MatMuls' operands (and the Transposes and Softmax feeding them, so int8 flows into the product),
+float keeps them all float, since a quantized Transpose or Softmax would hand the MatMul a
+dequantized operand and onnxruntime would run the product on int8-rounded values (its static
+QDQ quantizer quantizes activation-by-activation MatMuls unless told not to: `MatMulConstBOnly`
+is off by default for static quantization). The read-back finds each product MatMul by its
+module scope and reads what feeds its two operands: DequantizeLinear on both (onnxruntime fuses
+DQ -> MatMul into an integer kernel) is int8, float on both is fp32.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ExportError
 from edgekit.exporters import ExportResult
-from edgekit.quant.plan import LayerPrecision
+from edgekit.quant.plan import LayerPrecision, MatmulPrecision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,7 +138,7 @@ class OnnxExporter:
     ) -> ExportResult:
         import torch
 
-        static_layers = quant.layers_at(LayerPrecision.INT8)
+        static_layers = quant.layers_at(LayerPrecision.INT8) + quant.int8_matmuls
         if static_layers and (quant.calibration is None or quant.calibration.count == 0):
             raise ExportError(
                 f"Static int8 needs calibration inputs for its activation ranges (layer "
@@ -154,6 +165,11 @@ class OnnxExporter:
         graph = program.model.graph
         stamps = _stamp_layers(graph, quant)
         precisions = _node_precisions(graph, quant)
+        int8_products = [
+            node.name
+            for node, block in _product_nodes(graph, quant)
+            if quant.matmuls[block] == MatmulPrecision.INT8
+        ]
         weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
         external = weight_bytes >= PROTOBUF_LIMIT_BYTES
         details: dict[str, Any] = {
@@ -161,7 +177,7 @@ class OnnxExporter:
             "exporter": "torch.onnx.export(dynamo=True)",
             "external_data": external,
         }
-        passes = _quantization_passes(precisions, stamps)
+        passes = _quantization_passes(precisions, stamps, int8_products)
         if not passes:
             program.save(str(model_path), external_data=external)
             details["node_count"] = len(graph)
@@ -219,6 +235,7 @@ class OnnxExporter:
                 # A layer split over nodes of different precisions reports one that is not the
                 # planned one, so the plan check fails on it instead of passing half a layer.
                 realized[user_path] = sorted((p for p in seen if p != planned), key=str)[0]
+        realized.update(_read_product_precisions(graph, producers, tensor_types, quant))
         return realized
 
     def host_runtime_unavailable_reason(self) -> str | None:
@@ -464,12 +481,106 @@ def _node_precisions(graph: onnx_ir.Graph, quant: QuantSpec) -> dict[str, LayerP
         # metadata) follow the plan's default, like the user's root module.
         if prefix:
             module = module.removeprefix(prefix) if module.startswith(prefix) else ""
+        block = _product_block(module, quant)
+        if block is not None:
+            # Inside a block computing products: the products' precision (module docstring).
+            products = quant.matmuls[block]
+            int8 = products == MatmulPrecision.INT8
+            precisions[node.name] = LayerPrecision.INT8 if int8 else LayerPrecision.FP32
+            continue
         precisions[node.name] = quant.plan.precision_of(module)
     return precisions
 
 
+def _product_block(module: str, quant: QuantSpec) -> str | None:
+    """The attention block (user path) computing products that `module` is, or is inside."""
+    matches = [b for b in quant.matmuls if module == b or module.startswith(b + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def _product_nodes(graph: onnx_ir.Graph, quant: QuantSpec) -> list[tuple[onnx_ir.Node, str]]:
+    """(MatMul node, attention block) for every attention product of the exported graph: a
+    MatMul that is no conv/linear layer's, traced inside a block computing products, whose
+    operands are both computed (neither is a weight)."""
+    found = []
+    for node in graph:
+        if node.op_type != "MatMul" or LAYER_KEY in node.metadata_props:
+            continue
+        if any(value is None or value.const_value is not None for value in node.inputs[:2]):
+            continue
+        block = _traced_block(_module_scopes(node.metadata_props), quant)
+        if block is not None:
+            found.append((node, block))
+    return found
+
+
+def _traced_block(scopes: list[str], quant: QuantSpec) -> str | None:
+    """The product block of the innermost scope a node was traced in (traced paths)."""
+    if not scopes or not scopes[-1].startswith(quant.module_prefix):
+        return None
+    return _product_block(scopes[-1].removeprefix(quant.module_prefix), quant)
+
+
+def _read_product_precisions(
+    graph: onnx.GraphProto,
+    producers: dict[str, onnx.NodeProto],
+    tensor_types: dict[str, int],
+    quant: QuantSpec,
+) -> dict[str, LayerPrecision | None]:
+    """Each planned attention block's products as the file holds them (None: no product MatMul
+    of that block in the graph). DequantizeLinear feeding both operands (or a QLinearMatMul)
+    is int8; neither, fp32; a product with one int8 operand, or a block whose products differ,
+    reads as the precision that is not planned, so the check names it."""
+    seen: dict[str, set[LayerPrecision]] = {}
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "QLinearMatMul") or LAYER_KEY in _metadata(node):
+            continue
+        operands = [node.input[0], node.input[3]] if node.op_type == "QLinearMatMul" else node.input
+        if any(_is_weight(name, producers, tensor_types) for name in operands[:2]):
+            continue
+        block = _traced_block(_module_scopes(_metadata(node)), quant)
+        if block is None:
+            continue
+        if node.op_type == "QLinearMatMul":
+            held = {LayerPrecision.INT8}
+        else:
+            dequantized = [
+                _producer_type(name, producers) == "DequantizeLinear" for name in operands
+            ]
+            held = {LayerPrecision.INT8 if d else LayerPrecision.FP32 for d in dequantized}
+        seen.setdefault(block, set()).update(held)
+    realized: dict[str, LayerPrecision | None] = {}
+    for block, planned_products in quant.matmuls.items():
+        planned = LayerPrecision(planned_products.value)
+        held = seen.get(block, set())
+        others = sorted(held - {planned})
+        realized[block] = others[0] if others else next(iter(held), None)
+    return realized
+
+
+def _producer_type(name: str, producers: dict[str, onnx.NodeProto]) -> str | None:
+    producer = producers.get(name)
+    return producer.op_type if producer is not None else None
+
+
+def _is_weight(
+    name: str, producers: dict[str, onnx.NodeProto], tensor_types: dict[str, int]
+) -> bool:
+    """A stored tensor (initializer, Constant), directly or through a (de)quantize op or a
+    reshaping op: a layer's weight, not an activation."""
+    while name not in tensor_types:
+        producer = producers.get(name)
+        passes = {"DequantizeLinear", "QuantizeLinear", *_WEIGHT_PASS_THROUGH}
+        if producer is None or producer.op_type not in passes or not producer.input:
+            return False
+        name = producer.input[0]
+    return True
+
+
 def _quantization_passes(
-    precisions: dict[str, LayerPrecision], stamps: dict[str, dict[str, str]]
+    precisions: dict[str, LayerPrecision],
+    stamps: dict[str, dict[str, str]],
+    int8_products: list[str] | None = None,
 ) -> dict[str, list[str]]:
     """The onnxruntime passes to run, each with the node names it may quantize. Both lists are
     allow-lists: a name onnxruntime no longer finds leaves that node float, which the read-back
@@ -481,9 +592,10 @@ def _quantization_passes(
 
     layers = {n: p for n, p in precisions.items() if n in stamps}
     passes = {}
-    if LayerPrecision.INT8 in layers.values():
+    if LayerPrecision.INT8 in layers.values() or int8_products:
         # Every op planned int8, layer or not, so int8 flows between layers without float hops;
-        # with no int8 layer, ops alone are not quantized (nothing int8 would consume them).
+        # with no int8 layer or product, ops alone are not quantized (nothing int8 would
+        # consume them).
         passes["static"] = with_renames(
             [n for n, p in precisions.items() if p == LayerPrecision.INT8]
         )

@@ -24,6 +24,14 @@ A model whose fp32 weights reach the 2 GB flatbuffer limit (the SD 1.5 UNet) has
 to quantize: its conv/linear weights are quantized to int8 in PyTorch first (litert-torch's
 PT2E path, int8-weight or int8-dynamic), and lowered as int8 constants. The same read-back
 checks that file.
+
+Attention products (Q K^T, softmax V) are BATCH_MATMUL ops whose operands are both computed.
+Every op inside an attention block that computes products, other than its layers, takes the
+products' planned precision (`QuantSpec.matmuls`): int8 gives them ai-edge-quantizer's static
+int8 config (int8 operands from calibrated ranges), float keeps them out of the recipe's int8
+rules, which would otherwise quantize them with the plan's default. The read-back finds each
+product by module path and reads its operands' dtypes: INT8 on both is int8, FLOAT32 on both
+fp32.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult, format_names
 from edgekit.exporters._native import quiet_native_stderr
-from edgekit.quant.plan import LayerPrecision
+from edgekit.quant.plan import LayerPrecision, MatmulPrecision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,6 +76,8 @@ _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 # The ops conv and linear layers become; input 0 is the activation, input 1 the weight.
 _LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
 _ACTIVATION_INPUT, _WEIGHT_INPUT = 0, 1
+# The op an attention product (activation x activation matmul) becomes.
+_PRODUCT_OP = "BATCH_MATMUL"
 # ai-edge-quantizer cuts an op's scope (its output names joined) at this length before matching.
 _SCOPE_MAX_CHARS = 10_000
 # Inputs per calibration call. ai-edge-quantizer's calibrate() lists its whole dataset before
@@ -128,7 +138,8 @@ class TFLiteExporter:
             if before_lowering is None or planned_bytes >= FLATBUFFER_LIMIT_BYTES:
                 raise self._too_large_error(model, weight_bytes, quant)
         quantize = quant.is_quantized or quant.float_precision == LayerPrecision.FP16
-        if LayerPrecision.INT8 in quant.layers.values() and quant.calibration is None:
+        static = LayerPrecision.INT8 in quant.layers.values() or quant.int8_matmuls
+        if static and quant.calibration is None:
             raise _no_calibration_error(model)
 
         # 2. Convert, positional args in `model.inputs` order (the runtime relies on it). A
@@ -206,12 +217,13 @@ class TFLiteExporter:
         # Class names tell look-alike paths apart (`down_blocks.0` vs `up_blocks.0` of a UNet
         # are both `..._0`); the spec carries them where it was built from the module.
         found = _layer_ops(ops, quant, quant.module_types)
-        return {
+        realized = {
             path: _realized_precision(path, [ops[i] for i in found[path]])
             if found.get(path)
             else None
             for path in quant.layers
         }
+        return {**realized, **_product_precisions(ops, quant, quant.module_types)}
 
     def _too_large_error(
         self, model: LoadedModel, weight_bytes: int, quant: QuantSpec
@@ -331,6 +343,9 @@ class _Op:
     weight_dtype: str | None  # of input 1 as the op sees it
     # Dtype of the constant a DEQUANTIZE op turns into the weight (weight-only int8, fp16).
     weight_dequantized_from: str | None
+    # An attention product's operand dtypes (a BATCH_MATMUL whose operands are both computed
+    # by other ops, neither a stored constant); empty for every other op.
+    product_operand_dtypes: tuple[str | None, ...] = ()
 
 
 def _no_calibration_error(model: LoadedModel) -> ExportError:
@@ -386,6 +401,11 @@ def _read_ops(flatbuffer: bytes | mmap.mmap) -> list[_Op]:
             source = producer.get(inputs[_WEIGHT_INPUT])
             if source is not None and codes[operators[source].OpcodeIndex()] == "DEQUANTIZE":
                 dequantized_from = dtype(operators[source].Inputs(0))
+        operand_dtypes: tuple[str | None, ...] = ()
+        if kind == _PRODUCT_OP and len(inputs) >= 2:
+            computed = [_computed(t, producer, operators, codes) for t in inputs[:2]]
+            if all(computed):
+                operand_dtypes = tuple(dtype(t) for t in inputs[:2])
         locations = [loc for name in named for loc in _locations(name)]
         if weight and not locations:
             # The last op of a graph writes a tensor named after the signature
@@ -402,9 +422,23 @@ def _read_ops(flatbuffer: bytes | mmap.mmap) -> list[_Op]:
                 activation_dtype=activation,
                 weight_dtype=weight,
                 weight_dequantized_from=dequantized_from,
+                product_operand_dtypes=operand_dtypes,
             )
         )
     return ops
+
+
+def _computed(
+    tensor: int, producer: dict[int, int], operators: list[Any], codes: list[str]
+) -> bool:
+    """Whether an operand is computed by the graph (an activation), not a stored constant
+    (directly, or through the DEQUANTIZE of a weight-only constant)."""
+    source = producer.get(tensor)
+    if source is None:
+        return False
+    if codes[operators[source].OpcodeIndex()] == "DEQUANTIZE":
+        return operators[source].Inputs(0) in producer
+    return True
 
 
 def _locations(tensor_name: str) -> list[tuple[str, ...]]:
@@ -581,6 +615,23 @@ def _op_precisions(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> l
     owner = {i: path for path, indices in _layer_ops(ops, quant, types).items() for i in indices}
     keys = sorted(quant.plan.overrides, key=len, reverse=True)  # most specific first
     modules = {key: _module_path(quant, key, types) for key in keys}
+    blocks = {block: _module_path(quant, block, types) for block in quant.matmuls}
+
+    def region(location: tuple[str, ...]) -> LayerPrecision:
+        # Inside a block computing products: the products' precision (module docstring).
+        block = next((b for b, m in blocks.items() if _spells(location, m, whole=False)), None)
+        if block is not None:
+            int8 = quant.matmuls[block] == MatmulPrecision.INT8
+            return LayerPrecision.INT8 if int8 else LayerPrecision.FP32
+        return next(
+            (
+                quant.plan.overrides[key]
+                for key in keys
+                if _spells(location, modules[key], whole=False)
+            ),
+            quant.plan.default,
+        )
+
     gentlest_first = (
         LayerPrecision.FP32,
         LayerPrecision.FP16,
@@ -594,19 +645,49 @@ def _op_precisions(ops: list[_Op], quant: QuantSpec, types: dict[str, str]) -> l
         if index in owner:
             precisions.append(quant.layers[owner[index]])
             continue
-        regions = {
-            next(
-                (
-                    quant.plan.overrides[key]
-                    for key in keys
-                    if _spells(location, modules[key], whole=False)
-                ),
-                quant.plan.default,
-            )
-            for location in op.locations
-        } or {quant.plan.default}
+        regions = {region(location) for location in op.locations} or {quant.plan.default}
         precisions.append(next(p for p in gentlest_first if p in regions))
     return precisions
+
+
+def _product_precisions(
+    ops: list[_Op], quant: QuantSpec, types: dict[str, str]
+) -> dict[str, LayerPrecision | None]:
+    """Each planned attention block's products as the file holds them (None: no product op of
+    that block): INT8 operands on both sides int8, FLOAT32 on both fp32; a product with one
+    int8 operand, or a block whose products differ, reads as the precision not planned."""
+    blocks = {block: _module_path(quant, block, types) for block in quant.matmuls}
+    seen: dict[str, set[LayerPrecision]] = {}
+    for op in ops:
+        if not op.product_operand_dtypes:
+            continue
+        owners = {
+            block
+            for location in op.locations
+            for block, module in blocks.items()
+            if _spells(location, module, whole=False)
+        }
+        if len(owners) != 1:
+            continue  # outside every planned block, or ambiguous: never guessed
+        held = {
+            LayerPrecision.INT8 if dtype == "INT8" else LayerPrecision.FP32
+            for dtype in op.product_operand_dtypes
+        }
+        if not set(op.product_operand_dtypes) <= {"INT8", "FLOAT32"}:
+            raise ArtifactError(
+                f"an attention product of '{next(iter(owners))}' takes "
+                f"{'/'.join(map(str, op.product_operand_dtypes))} operands, which no edgekit "
+                "precision describes.",
+                hint="re-export the model with `edgekit export --target tflite`.",
+            )
+        seen.setdefault(owners.pop(), set()).update(held)
+    realized: dict[str, LayerPrecision | None] = {}
+    for block, planned_products in quant.matmuls.items():
+        planned = LayerPrecision(planned_products.value)
+        held = seen.get(block, set())
+        others = sorted(held - {planned})
+        realized[block] = others[0] if others else next(iter(held), None)
+    return realized
 
 
 def _recipe_rules(

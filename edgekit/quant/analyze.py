@@ -126,8 +126,8 @@ class SensitivityReport(BaseModel):
     attention_matmuls: list[MatmulSensitivity] = Field(
         default_factory=list,
         description="Per attention block, its matmuls alone quantized (activation schemes "
-        "only: they have no weights). Measured, not planned: plans set conv and linear layers, "
-        "and an attention block a plan keeps float keeps its matmuls float.",
+        "only: they have no weights). Plans set them by block path (`attention_matmuls`, plan "
+        "schema 1.1); `quantize plan --quantize-matmuls` picks them from these measurements.",
     )
     complete: bool = Field(description="False while a run is under way or was interrupted.")
 

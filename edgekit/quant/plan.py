@@ -8,10 +8,25 @@ Module paths are the ones the user sees in their own model: `named_modules()` of
 model, without edgekit's export wrapper (for MobileViT `mobilevit.encoder.layer.2...`, not
 `model.mobilevit...`; for the SD UNet `down_blocks.0...`).
 
+Attention products (schema 1.1): the two activation-by-activation matmuls of an attention
+block (scores = Q K^T, output = softmax(scores) V) hold no weights and are no modules, so
+`overrides` cannot reach them. `attention_matmuls` sets them per attention block: a key is the
+path of an attention block (as `edgekit quantize analyze` reports it, or any attention block
+around it; the longest matching key wins) and the value is `int8` (both operands of each product
+int8, ranges from calibration) or `fp32` (the product computes in float: fp32, or fp16 where the
+ops around it are fp16). Products no key names are float. Quantizing them saves no bytes; it can
+save time where a runtime has int8 batched matmuls (ONNX Runtime's QDQ MatMul, LiteRT's
+BATCH_MATMUL), at the cost of the most rounding-sensitive arithmetic of the model (softmax
+probabilities in 256 levels).
+
 Named plans are plans too, built from the model's structure, not special cases elsewhere:
 `fp32`, `fp16`, `int8`, `int8-dynamic`, `int8-weight`, `int4-weight`, and `mixed` (convolutions
 and linear layers int8; attention blocks and normalization layers kept fp32, as the layers most
-sensitive to rounding).
+sensitive to rounding). Every named plan keeps the attention products float, `int8` included:
+they are what int8 hurts most, they hold no weights to shrink, and two of the four targets'
+quantizers (XNNPACK's, coremltools') cannot quantize them, so `--quant int8` means the same
+realized precision on every target. A plan file (hand-written, or `edgekit quantize plan
+--quantize-matmuls`) puts them at int8 where a target can run them so.
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ from edgekit.json_schema import json_schema, write_json_schema
 if TYPE_CHECKING:
     from torch import nn
 
-PLAN_SCHEMA_VERSION = "1.0"
+PLAN_SCHEMA_VERSION = "1.1"  # 1.1: attention_matmuls (1.0 plans read unchanged)
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "quant-plan.schema.json"
 
 
@@ -52,6 +67,17 @@ class LayerPrecision(StrEnum):
 
 
 FLOAT_PRECISIONS = frozenset({LayerPrecision.FP32, LayerPrecision.FP16})
+
+
+class MatmulPrecision(StrEnum):
+    """What an attention block's products can be planned at. No weight-only schemes (there are
+    no weights) and no int8-dynamic: no target's quantizer edgekit drives quantizes
+    activation-by-activation products per run."""
+
+    FP32 = "fp32"  # float: fp32, or fp16 where the ops around the product compute in fp16
+    INT8 = "int8"  # both operands int8, ranges from calibration
+
+
 NAMED_PLANS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight", "mixed")
 
 
@@ -60,7 +86,7 @@ class QuantPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal["1.0"] = PLAN_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = PLAN_SCHEMA_VERSION
     name: str = Field("custom", description="A label for reports: a named plan or 'custom'.")
     component: str | None = Field(
         None,
@@ -73,22 +99,41 @@ class QuantPlan(BaseModel):
         description="Module path -> precision, for that module and everything under it; the "
         "longest matching path wins.",
     )
+    attention_matmuls: dict[str, MatmulPrecision] = Field(
+        default_factory=dict,
+        description="Attention block path -> precision of its activation-by-activation "
+        "products (Q K^T, softmax V), for that block and the attention blocks under it; the "
+        "longest matching path wins. Products no key names are float (fp32).",
+    )
 
     def precision_of(self, path: str) -> LayerPrecision:
-        matches = [key for key in self.overrides if path == key or path.startswith(key + ".")]
-        return self.overrides[max(matches, key=len)] if matches else self.default
+        return _longest_match(self.overrides, path, self.default)
+
+    def matmul_precision_of(self, block_path: str) -> MatmulPrecision:
+        """The precision of the products of the attention block at `block_path`."""
+        return _longest_match(self.attention_matmuls, block_path, MatmulPrecision.FP32)
 
     @property
     def quantizes_activations(self) -> bool:
         """Static int8 layers need calibration data for their activation ranges."""
-        return LayerPrecision.INT8 in {self.default, *self.overrides.values()}
+        return LayerPrecision.INT8 in {self.default, *self.overrides.values()} or (
+            MatmulPrecision.INT8 in self.attention_matmuls.values()
+        )
 
     @property
     def uniform_precision(self) -> LayerPrecision | None:
-        """The one precision of every layer, or None for a mixed plan."""
+        """The one precision of every layer, or None for a mixed plan (int8 products in a
+        plan make it mixed: named plans keep them float)."""
+        if MatmulPrecision.INT8 in self.attention_matmuls.values():
+            return None
         if all(value == self.default for value in self.overrides.values()):
             return self.default
         return None
+
+
+def _longest_match(table: dict, path: str, default):
+    matches = [key for key in table if path == key or path.startswith(key + ".")]
+    return table[max(matches, key=len)] if matches else default
 
 
 def quantizable_layers(module: nn.Module) -> dict[str, nn.Module]:
@@ -126,7 +171,42 @@ def resolve(plan: QuantPlan, module: nn.Module) -> dict[str, LayerPrecision]:
                 + "module paths are those of the model's named_modules(), e.g. from "
                 "`edgekit quantize analyze`.",
             )
+    blocks = attention_block_paths(module)
+    for key in plan.attention_matmuls:
+        if key not in blocks:
+            close = difflib.get_close_matches(key, blocks, n=3)
+            what = "a module, but no attention block" if key in paths else "no attention block"
+            raise QuantPlanError(
+                f"The plan's attention_matmuls key '{key}' names {what} of this model.",
+                hint=(f"did you mean {', '.join(close)}? " if close else "")
+                + "keys are attention block paths, as `edgekit quantize analyze` lists them "
+                + ("(this model has none)." if not blocks else "under attention_matmuls."),
+            )
     return {path: plan.precision_of(path) for path in quantizable_layers(module)}
+
+
+def matmul_refusal(backend: str, blocks: list[str], why: str) -> str:
+    """The one line a target gives for int8 attention products it cannot realize."""
+    more = f" (and {len(blocks) - 1} more blocks)" if len(blocks) > 1 else ""
+    return (
+        f"{backend} cannot realize int8 attention products (Q K^T, softmax V) for block "
+        f"'{blocks[0]}'{more}: {why}. Plan them fp32 (drop them from attention_matmuls) for "
+        f"this target, or export to onnx or tflite, which quantize them."
+    )
+
+
+def attention_block_paths(module: nn.Module) -> list[str]:
+    """Every attention block of the user's model, nested ones included (MobileViT's
+    `...attention` holds the self-attention `...attention.attention` that runs the products)."""
+    return [path for path, m in user_root(module).named_modules() if path and is_attention(m)]
+
+
+def product_blocks(module: nn.Module) -> list[str]:
+    """The attention blocks that compute products themselves: those with no attention block
+    inside (the analysis finds the same ones running: the innermost running block owns a
+    product)."""
+    blocks = attention_block_paths(module)
+    return [b for b in blocks if not any(o.startswith(b + ".") for o in blocks)]
 
 
 def named_plan(name: str, module: nn.Module) -> QuantPlan:
@@ -198,9 +278,10 @@ def read_plan(path: Path) -> QuantPlan:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        allowed = MatmulPrecision if error["loc"][:1] == ("attention_matmuls",) else LayerPrecision
         raise QuantPlanError(
             f"Bad key '{key}' in plan {path}: {error['msg']}.",
-            hint=f"precisions are {', '.join(p.value for p in LayerPrecision)}; see "
+            hint=f"precisions are {', '.join(p.value for p in allowed)}; see "
             "edgekit/schemas/quant-plan.schema.json.",
         ) from exc
 

@@ -15,6 +15,12 @@ is at the larger one, the curve goes on stepping layers down to the next, the le
 that scheme first, each step swapping the layer's noise at the larger scheme for its noise at the
 smaller. A size budget that every layer at int8 cannot meet then puts the layers that tolerate 4
 bits best at 4 bits, and only as many as the budget needs.
+
+Attention products (`--quantize-matmuls`) hold no weights: quantizing them changes no size, only
+speed (where a runtime has int8 batched matmuls) and fidelity. So they are added after the layer
+plan is chosen, with what its fidelity budget leaves: the least sensitive block first (highest
+measured int8 SQNR), each kept only while the predicted SQNR and top-1 drop, its noise added to
+the layers', stay within --min-sqnr / --max-top1-drop.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from itertools import pairwise
 
 from edgekit.errors import EdgekitError
 from edgekit.quant.analyze import WEIGHT_BYTES, SensitivityReport, weight_bytes
-from edgekit.quant.plan import LayerPrecision, QuantPlan
+from edgekit.quant.plan import LayerPrecision, MatmulPrecision, QuantPlan
 from edgekit.validate import SQNR_CEILING_DB
 
 MEGABYTE = 1_000_000
@@ -45,6 +51,8 @@ class Candidate:
     predicted_top1_drop: float | None  # fraction, classifiers only
     # Quantized layer path -> its scheme (one scheme unless the curve has a ladder of them).
     precisions: dict[str, LayerPrecision] = field(default_factory=dict)
+    # Attention blocks whose products are int8 (`with_matmuls`), least sensitive first.
+    matmuls: tuple[str, ...] = ()
 
     @property
     def layer_count(self) -> int:
@@ -89,15 +97,23 @@ def candidates(report: SensitivityReport, *schemes: LayerPrecision) -> list[Cand
     return curve
 
 
-def _candidate(report: SensitivityReport, precisions: dict[str, LayerPrecision]) -> Candidate:
-    """The plan quantizing each layer of `precisions` at its scheme, predicted by adding the
-    layers' noise powers and top-1 losses."""
+def _candidate(
+    report: SensitivityReport,
+    precisions: dict[str, LayerPrecision],
+    matmuls: tuple[str, ...] = (),
+) -> Candidate:
+    """The plan quantizing each layer of `precisions` at its scheme (and the int8 products of
+    the `matmuls` blocks), predicted by adding their noise powers and top-1 losses."""
     entries = {entry.path: entry for entry in report.layers}
+    products = {entry.path: entry for entry in report.attention_matmuls}
+    int8 = LayerPrecision.INT8
     noise = sum(10 ** (-entries[p].sqnr_db[s] / 10) for p, s in precisions.items())
+    noise += sum(10 ** (-products[b].sqnr_db[int8] / 10) for b in matmuls)
     predicted = SQNR_CEILING_DB if noise == 0 else min(SQNR_CEILING_DB, -10 * math.log10(noise))
     top1_drop = None
     if all(entry.top1_agreement for entry in report.layers):
         lost = sum(1.0 - entries[p].top1_agreement[s] for p, s in precisions.items())
+        lost += sum(1.0 - products[b].top1_agreement.get(int8, 1.0) for b in matmuls)
         top1_drop = min(1.0, lost)
     return Candidate(
         quantized=tuple(precisions),
@@ -105,7 +121,61 @@ def _candidate(report: SensitivityReport, precisions: dict[str, LayerPrecision])
         predicted_sqnr_db=round(predicted, 2),
         predicted_top1_drop=top1_drop,
         precisions=dict(precisions),
+        matmuls=matmuls,
     )
+
+
+@dataclass(frozen=True)
+class MatmulChoice:
+    """One attention block's products as `with_matmuls` judged them."""
+
+    path: str
+    sqnr_db: float  # measured, int8, these products alone
+    predicted_sqnr_db: float  # of the plan with these products added (where tried)
+    chosen: bool
+
+
+def with_matmuls(
+    report: SensitivityReport,
+    chosen: Candidate,
+    *,
+    min_sqnr_db: float | None = None,
+    max_top1_drop_pct: float | None = None,
+) -> tuple[Candidate, list[MatmulChoice]]:
+    """`chosen` with int8 attention products added while the fidelity budget allows (module
+    docstring), and the verdict on every block, least sensitive first."""
+    if min_sqnr_db is None and max_top1_drop_pct is None:
+        raise PlanBudgetError(
+            "--quantize-matmuls needs a fidelity budget: attention products hold no weights, "
+            "so --max-size alone says nothing about them.",
+            hint="add --min-sqnr DB (or --max-top1-drop PCT for classifiers).",
+        )
+    measured = [e for e in report.attention_matmuls if LayerPrecision.INT8 in e.sqnr_db]
+    if not measured:
+        raise PlanBudgetError(
+            "The sensitivity file has no int8 measurements of attention products "
+            f"({len(report.attention_matmuls)} blocks measured).",
+            hint="analyze again (schema 1.1, with the int8 scheme) on a model with attention.",
+        )
+    current = chosen
+    verdicts = []
+    for entry in sorted(measured, key=lambda e: -e.sqnr_db[LayerPrecision.INT8]):
+        trial = _candidate(report, current.precisions, (*current.matmuls, entry.path))
+        sqnr_ok = min_sqnr_db is None or trial.predicted_sqnr_db >= min_sqnr_db
+        top1_ok = max_top1_drop_pct is None or (
+            100 * (trial.predicted_top1_drop or 0) <= max_top1_drop_pct
+        )
+        if sqnr_ok and top1_ok:
+            current = trial
+        verdicts.append(
+            MatmulChoice(
+                path=entry.path,
+                sqnr_db=entry.sqnr_db[LayerPrecision.INT8],
+                predicted_sqnr_db=trial.predicted_sqnr_db,
+                chosen=sqnr_ok and top1_ok,
+            )
+        )
+    return current, verdicts
 
 
 def choose(
@@ -165,4 +235,10 @@ def plan_for(report: SensitivityReport, candidate: Candidate, *, name: str) -> Q
         weights, key=lambda p: (weights[p], p != LayerPrecision.FP32), default=LayerPrecision.FP32
     )
     overrides = {path: p for path, p in precision.items() if p != default}
-    return QuantPlan(name=name, component=report.component, default=default, overrides=overrides)
+    return QuantPlan(
+        name=name,
+        component=report.component,
+        default=default,
+        overrides=overrides,
+        attention_matmuls=dict.fromkeys(candidate.matmuls, MatmulPrecision.INT8),
+    )

@@ -11,6 +11,12 @@ plan: a layer realized at another precision, or a planned layer the artifact doe
 the export. Converters skip overrides silently (onnxruntime nodes excluded by a name that no
 longer exists, torchao module types that match nothing, coremltools op names that are ignored):
 this read-back is what catches them.
+
+Attention products (`QuantPlan.attention_matmuls`) are checked the same way: the spec lists the
+precision of every attention block's products (`matmuls`), the exporter's read-back reports each
+block's products beside the layers (under the block's path, which no conv/linear layer has), and
+a product realized at another precision fails the export. Float products read back as fp32
+whatever float they compute in: the question a product's check answers is int8 or not.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from pydantic import BaseModel, Field
 from edgekit.quant.plan import (
     FLOAT_PRECISIONS,
     LayerPrecision,
+    MatmulPrecision,
     QuantPlan,
     named_plan,
+    product_blocks,
     quantizable_layers,
     resolve,
     user_root,
@@ -66,10 +74,20 @@ class QuantSpec:
     # Traced module path -> "module.QualifiedClass", for formats whose files spell paths
     # ambiguously (LiteRT tensor names write `down_blocks.0` and `down_blocks_0` alike).
     module_types: dict[str, str] = field(default_factory=dict, compare=False)
+    # Every attention block that computes products (user path) -> the precision the plan gives
+    # its products (see edgekit.quant.plan).
+    matmuls: dict[str, MatmulPrecision] = field(default_factory=dict)
 
     @property
     def is_quantized(self) -> bool:
-        return any(p not in FLOAT_PRECISIONS for p in self.layers.values())
+        return any(p not in FLOAT_PRECISIONS for p in self.layers.values()) or bool(
+            self.int8_matmuls
+        )
+
+    @property
+    def int8_matmuls(self) -> list[str]:
+        """Attention blocks whose products are planned int8."""
+        return [path for path, p in self.matmuls.items() if p == MatmulPrecision.INT8]
 
     @property
     def float_precision(self) -> LayerPrecision:
@@ -83,7 +101,7 @@ class QuantSpec:
         """The precision label of artifacts, manifests and tolerances: `fp32`, `fp16`, `int8`,
         `int8-dynamic`... for uniform plans, `mixed` or the plan's name otherwise."""
         uniform = set(self.layers.values())
-        if len(uniform) == 1 and self.plan.uniform_precision is not None:
+        if len(uniform) == 1 and not self.int8_matmuls and self.plan.uniform_precision is not None:
             return next(iter(uniform)).value
         return self.plan.name if self.plan.name != "custom" else "mixed"
 
@@ -103,16 +121,20 @@ def quant_spec(
 ) -> QuantSpec:
     """Resolve `plan` against the traced `module` (refusing keys that name no module).
 
-    `executed` (from `executed_layers`) limits the layers to those the component runs: a VAE
-    decoder's module holds the encoder too, whose layers no exported graph contains."""
+    `executed` (from `executed_layers`) limits the layers and attention blocks to those the
+    component runs: a VAE decoder's module holds the encoder too, whose layers no exported graph
+    contains."""
     root = user_root(module)
     prefix = next((name for name, m in module.named_modules() if m is root), "")
     layers = resolve(plan, module)
+    blocks = product_blocks(module)
     if executed is not None:
         layers = {path: p for path, p in layers.items() if path in executed}
+        blocks = [path for path in blocks if path in executed]
     return QuantSpec(
         plan=plan,
         layers=layers,
+        matmuls={path: plan.matmul_precision_of(path) for path in blocks},
         module_prefix=f"{prefix}." if prefix else "",
         calibration=calibration,
         module_types={
@@ -123,9 +145,13 @@ def quant_spec(
 
 
 def executed_layers(model: LoadedModel) -> set[str]:
-    """Quantizable layers (user paths) that one forward pass of the component runs."""
+    """Quantizable layers and product-computing attention blocks (user paths) that one forward
+    pass of the component runs."""
     ran: set[str] = set()
+    root = user_root(model.module)
     layers = quantizable_layers(model.module)
+    modules = dict(root.named_modules())
+    layers.update({path: modules[path] for path in product_blocks(model.module)})
     handles = [
         layer.register_forward_hook(lambda *_, path=path: ran.add(path))
         for path, layer in layers.items()
@@ -177,6 +203,23 @@ class PlanCheck(BaseModel):
     layers: dict[str, LayerRealization]
     failures: list[str]
     counts: dict[str, int] = Field(description="Realized precision -> number of layers.")
+    matmuls: dict[str, LayerRealization] = Field(
+        default_factory=dict,
+        description="Attention block path -> the precision of its activation-by-activation "
+        "products (Q K^T, softmax V), planned and read back from the artifact (fp32: float).",
+    )
+    matmul_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Realized product precision -> number of attention blocks.",
+    )
+
+    @property
+    def matmul_summary(self) -> str | None:
+        """One line for terminal output, e.g. 'attention products: 2 blocks int8, 1 fp32'."""
+        if not self.matmuls:
+            return None
+        counts = ", ".join(f"{n} {precision}" for precision, n in self.matmul_counts.items())
+        return f"attention products (by block): {counts}"
 
 
 def check_realized(
@@ -192,17 +235,36 @@ def check_realized(
             failures.append(f"layer '{path}' (planned {planned}) is not in the exported graph")
         elif found != planned:
             failures.append(f"layer '{path}' is {found} in the artifact, planned {planned}")
-    counts: dict[str, int] = {}
-    for entry in layers.values():
-        key = entry.realized.value if entry.realized else "missing"
-        counts[key] = counts.get(key, 0) + 1
+    matmuls: dict[str, LayerRealization] = {}
+    for path, planned_products in spec.matmuls.items():
+        planned = LayerPrecision(planned_products.value)
+        found = realized.get(path)
+        matmuls[path] = LayerRealization(planned=planned, realized=found)
+        if found is None:
+            failures.append(
+                f"attention products of '{path}' (planned {planned}) are not in the exported graph"
+            )
+        elif found != planned:
+            failures.append(
+                f"attention products of '{path}' are {found} in the artifact, planned {planned}"
+            )
     return PlanCheck(
         status="failed" if failures else "passed",
         evidence=evidence,
         layers=layers,
         failures=failures,
-        counts=dict(sorted(counts.items())),
+        counts=_counts(layers),
+        matmuls=matmuls,
+        matmul_counts=_counts(matmuls),
     )
+
+
+def _counts(entries: dict[str, LayerRealization]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in entries.values():
+        key = entry.realized.value if entry.realized else "missing"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def unreadable_plan_check(spec: QuantSpec, error: str, *, evidence: str) -> PlanCheck:
@@ -216,4 +278,9 @@ def unreadable_plan_check(spec: QuantSpec, error: str, *, evidence: str) -> Plan
         },
         failures=[f"cannot read the layers back from the artifact: {error}"],
         counts={"missing": len(spec.layers)},
+        matmuls={
+            p: LayerRealization(planned=LayerPrecision(planned.value), realized=None)
+            for p, planned in spec.matmuls.items()
+        },
+        matmul_counts={"missing": len(spec.matmuls)} if spec.matmuls else {},
     )
