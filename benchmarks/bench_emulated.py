@@ -1,15 +1,17 @@
 """fp32, int8 and mixed artifacts on emulated ARM64 cores vs this x86 host and PyTorch.
 
     .venv/bin/python -m benchmarks.bench_emulated [--preset mobilevit-small] [--cores ...]
+        [--formats onnx,tflite,executorch]
 
-Needs `edgekit emulator setup arm64` (run it once; `--cache` as there). Each artifact (ONNX,
-TFLite; ExecuTorch cannot run under emulation, see README) runs on crops of real photos (the
+Needs `edgekit emulator setup arm64` (run it once; `--cache` as there; ExecuTorch also Debian's
+g++-aarch64-linux-gnu, for its runner). Each artifact runs on crops of real photos (the
 ones bench_quantization evaluates on; the other half calibrates the int8 layers) inside qemu
 on each core, and on this host with the same runtime. Per core: logit SQNR and top-1 agreement
 vs PyTorch fp32 and vs the x86 run, and the largest difference from x86: a kernel that computes
 something else on ARM (the issue's example: a dynamic-int8 model with another top-1 on `max`,
 whose i8mm kernels x86 never runs) shows as agreement below 100% vs x86.
-Results go to benchmarks/results/emulated-<preset>-<machine>.json and .md.
+Results go to benchmarks/results/emulated-<preset>[-<formats>]-<machine>.json and .md (the
+formats named when not all).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from edgekit.validate import sqnr_db
 
 RESULTS = Path(__file__).parent / "results"
 PLANS = ("fp32", "int8", "mixed")
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "executorch")
 
 
 def agreement(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict[str, float]:
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--preset", default="mobilevit-small")
     parser.add_argument("--cores", default="cortex-a72,cortex-a76,max")
     parser.add_argument("--images", type=int, default=8, help="Evaluation crops per artifact.")
+    parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -70,7 +73,8 @@ def main() -> None:
         inputs = [{name: preprocess(path, loaded.preprocessing)} for path in images]
         reference = [loaded.run_torch(x)["logits"][0] for x in inputs]
         calibration = {"model": image_calibration(loaded, calib_folder, count=64)}
-        for format_name in FORMATS:
+        formats = [f for f in args.formats.split(",") if f]
+        for format_name in formats:
             for plan_name in PLANS:
                 plan = _plan(format_name, plan_name, loaded)
                 folder, manifest = export_for_target(
@@ -102,7 +106,8 @@ def main() -> None:
                 print(json.dumps(row))
 
     machine = re.sub(r"[^a-z0-9]+", "-", f"{platform.machine()}-host".lower())
-    stem = args.results_dir / f"emulated-{args.preset}-{machine}"
+    subset = "" if set(formats) == set(FORMATS) else "-" + "-".join(formats)
+    stem = args.results_dir / f"emulated-{args.preset}{subset}-{machine}"
     args.results_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "preset": args.preset,
