@@ -224,6 +224,29 @@ def test_onnx_quantizes_exactly_the_planned_products(onnx_artifact):
     assert len(product_nodes(graph, BLOCK)) == 2
 
 
+def test_softmax_probabilities_are_quantized_over_exactly_0_to_1(onnx_artifact):
+    """softmax(scores) V: the probability operand's range is fixed to [0, 1] (onnxruntime's
+    TensorQuantOverrides), not the calibrated min/max, which would clip at run time any
+    probability above the largest the calibration inputs produced."""
+    from onnx import numpy_helper
+
+    model_path, manifest = onnx_artifact
+    graph = onnx.load(str(model_path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    fixed = manifest.component().export.details["quantization"]["probability_ranges_fixed"]
+    checked = 0
+    for node in product_nodes(graph, BLOCK):
+        quantize = producers[producers[node.input[0]].input[0]]  # MatMul <- DQ <- Q
+        if producers[quantize.input[0]].op_type != "Softmax":
+            continue  # Q K^T: both operands are calibrated activations
+        assert quantize.input[0] in fixed
+        scale, zero_point = constants[quantize.input[1]], constants[quantize.input[2]]
+        assert scale == pytest.approx(1 / 255, rel=1e-6) and zero_point == 0
+        checked += 1
+    assert checked == 1  # the block's softmax V product
+
+
 def product_nodes(graph: onnx.GraphProto, block: str) -> list[onnx.NodeProto]:
     return [
         node

@@ -165,11 +165,13 @@ class OnnxExporter:
         graph = program.model.graph
         stamps = _stamp_layers(graph, quant)
         precisions = _node_precisions(graph, quant)
-        int8_products = [
-            node.name
+        int8_product_nodes = [
+            node
             for node, block in _product_nodes(graph, quant)
             if quant.matmuls[block] == MatmulPrecision.INT8
         ]
+        int8_products = [node.name for node in int8_product_nodes]
+        probabilities = _probability_operands(int8_product_nodes)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
         external = weight_bytes >= PROTOBUF_LIMIT_BYTES
         details: dict[str, Any] = {
@@ -193,6 +195,7 @@ class OnnxExporter:
                     input_names=[spec.name for spec in model.inputs],
                     external=external,
                     debug=debug,
+                    probabilities=probabilities,
                 )
             details["node_count"] = _restamp(model_path, stamps)
             details["quantization"] = {
@@ -201,6 +204,8 @@ class OnnxExporter:
                 "static": "QDQ, int8 per-channel weights, uint8 activations, min/max calibration"
                 if "static" in passes
                 else None,
+                # TensorQuantOverrides: softmax outputs quantized over exactly [0, 1]
+                "probability_ranges_fixed": probabilities,
             }
         files = [model_path]
         if external:
@@ -521,6 +526,21 @@ def _traced_block(scopes: list[str], quant: QuantSpec) -> str | None:
     return _product_block(scopes[-1].removeprefix(quant.module_prefix), quant)
 
 
+def _probability_operands(product_nodes: list[onnx_ir.Node]) -> list[str]:
+    """The softmax outputs that int8 products take as an operand (softmax(scores) V).
+
+    Their range is known: [0, 1]. Calibrated min/max would instead end at the largest probability
+    the calibration inputs happened to produce, and clip any larger one at run time, where
+    attention is most certain; a fixed [0, 1] costs nothing (scale 1/255, zero point 0)."""
+    names = []
+    for node in product_nodes:
+        for value in node.inputs[:2]:
+            producer = value.producer() if value is not None else None
+            if producer is not None and producer.op_type == "Softmax":
+                names.append(value.name)
+    return names
+
+
 def _read_product_precisions(
     graph: onnx.GraphProto,
     producers: dict[str, onnx.NodeProto],
@@ -614,8 +634,10 @@ def _quantize(
     input_names: list[str],
     external: bool,
     debug: bool,
+    probabilities: list[str] | None = None,
 ) -> None:
-    """Run the passes; the last writes `model_path`.
+    """Run the passes; the last writes `model_path`. `probabilities` (softmax outputs feeding
+    int8 products) get the fixed range [0, 1] through onnxruntime's TensorQuantOverrides.
 
     Static goes first. The other order breaks: both passes name the tensors they add after the
     tensor they quantize (`<tensor>_quantized`, `_scale`, `_zero_point`), and a tensor the
@@ -623,6 +645,7 @@ def _quantize(
     Static first, every consumer reads the static pass's dequantized copy under a new name.
     quantize_dynamic then turns every Gemm left into MatMul + Add (a static int8 Gemm into a
     Transpose of its dequantized weight + MatMul: the same values)."""
+    import numpy as np
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -655,7 +678,14 @@ def _quantize(
                 # percentile) keep whole activations of every calibration input until the end.
                 calibrate_method=CalibrationMethod.MinMax,
                 use_external_data_format=external,
-                extra_options={"CalibStridedMinMax": reader.chunk},
+                extra_options={
+                    "CalibStridedMinMax": reader.chunk,
+                    # onnxruntime takes the range as float32 scalars (it reads their dtype).
+                    "TensorQuantOverrides": {
+                        name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]
+                        for name in probabilities or []
+                    },
+                },
             )
             source = target
         if "dynamic" in passes:
