@@ -152,3 +152,20 @@ def test_jump_rules():
     kept = trusted(layers)
     index, _ = first_jump([layer.sqnr_db for layer in kept], 10)
     assert kept[index].module == "m5"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_every_stable_diffusion_component_is_localized(fmt, tmp_path):
+    """Text encoder, UNet and VAE decoder: most modules tied to a tensor (the VAE decoder runs
+    through `vae.decode`, never `vae.forward`, which litert-torch's names reflect), no jump in
+    fp32."""
+    from edgekit import models
+    from edgekit.export import export_artifact
+
+    folder, _ = export_artifact(models.load_pipeline("tiny-sd"), fmt, tmp_path)
+    results = localize(folder)
+    assert [r.component for r in results] == ["text-encoder", "unet", "vae-decoder"]
+    for result in results:
+        assert result.first_jump is None, (result.component, result.first_jump)
+        assert len(result.layers) >= result.modules_total // 2, result.component

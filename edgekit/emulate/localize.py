@@ -133,19 +133,22 @@ def image_inputs(folder: Path, manifest: Manifest, component: ComponentManifest,
 # PyTorch side
 
 
-def torch_layer_outputs(module, loaded, input_sets) -> tuple[list[tuple[str, str]], dict]:
+def torch_layer_outputs(module, loaded, input_sets) -> tuple[list[tuple[str, str]], dict, set]:
     """Run every input set with a forward hook on every submodule.
 
-    Returns the modules in the order they finish (path, class name) and, per path, one array per
-    input set. Modules that return no single tensor (tuples, HF output objects) are left out."""
+    Returns the modules in the order they finish (path, class name), per path one array per
+    input set, and the paths of every module whose forward ran. Modules that return no single
+    tensor (tuples, HF output objects) are left out of the first two."""
     import torch
 
     order: list[tuple[str, str]] = []
     outputs: dict[str, list[np.ndarray]] = {}
+    called: set[str] = set()
     handles = []
 
     def hook_for(path):
         def hook(mod, args, output):
+            called.add(path)
             if not isinstance(output, torch.Tensor) or not output.is_floating_point():
                 return
             if path not in outputs:
@@ -167,7 +170,7 @@ def torch_layer_outputs(module, loaded, input_sets) -> tuple[list[tuple[str, str
     # A module called more than once per input set (shared weights) cannot be tied to one value.
     runs = len(input_sets)
     order = [(p, k) for p, k in order if len(outputs[p]) == runs]
-    return order, outputs
+    return order, outputs, called
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,9 +227,11 @@ def run_onnx_probe(probe_path: Path, input_sets, output_names, threads=1):
 # LiteRT probe
 
 
-def tflite_scope_names(module) -> dict[str, str]:
+def tflite_scope_names(module, called: set[str]) -> dict[str, str]:
     """litert-torch's tensor-name prefix for each module path: the stack of `pkg.Class_attr`
-    segments, where containers without a forward (ModuleList) leave no segment of their own."""
+    segments of the modules whose forward ran. Containers without a forward (ModuleList) and
+    modules only reached through another method (diffusers' `vae.decode` calls `vae.decoder`,
+    never `vae.forward`) leave no segment of their own."""
     import torch
 
     def segment(mod, attr):
@@ -241,9 +246,9 @@ def tflite_scope_names(module) -> dict[str, str]:
         parent, _, attr = path.rpartition(".")
         parent_name = stack[parent]
         name = f"{parent_name}/{segment(sub, attr)}"
-        if isinstance(sub, torch.nn.ModuleList | torch.nn.ModuleDict):
-            # a list leaves no segment: its items hang off the list's parent with their own
-            # key (encoder.layer.4 -> .../MobileViTEncoder_encoder/MobileViTLayer_4)
+        if isinstance(sub, torch.nn.ModuleList | torch.nn.ModuleDict) or path not in called:
+            # no segment: its children hang off its parent with their own key
+            # (encoder.layer.4 -> .../MobileViTEncoder_encoder/MobileViTLayer_4)
             stack[path] = parent_name
             continue
         stack[path] = name
@@ -251,7 +256,7 @@ def tflite_scope_names(module) -> dict[str, str]:
     return names
 
 
-def tflite_module_tensors(model_path: Path, module) -> dict[str, int]:
+def tflite_module_tensors(model_path: Path, module, called: set[str]) -> dict[str, int]:
     """module path -> index of the last tensor an operator writes inside its scope."""
     from ai_edge_litert import schema_py_generated as schema
 
@@ -269,7 +274,7 @@ def tflite_module_tensors(model_path: Path, module) -> dict[str, int]:
                 by_scope[scope] = index  # last writer wins: the scope's output
     position = _op_order(subgraph)
     tensors: dict[str, int] = {}
-    for path, prefix in tflite_scope_names(module).items():
+    for path, prefix in tflite_scope_names(module, called).items():
         # a module's scope covers its own name and its descendants': take the last write to any
         written = [i for scope, i in by_scope.items() if scope == prefix or
                    scope.startswith(prefix + "/")]  # fmt: skip
@@ -422,8 +427,11 @@ def first_jump(values: list[float], jump_db: float) -> tuple[int, float] | None:
         before = values[index - 1]
         drop = before - values[index]
         after = values[index + 1 : index + 1 + PERSISTENCE]
+        # The last module's output is the artifact's own output, which plain verify checks; with
+        # nothing after it, a drop there cannot be told from a mis-tied tensor.
         if (
-            drop >= jump_db
+            after
+            and drop >= jump_db
             and values[index] < JUMP_FLOOR_DB
             and all(v <= before - jump_db for v in after)
         ):
@@ -471,12 +479,12 @@ def localize(
                 seeds = component.verification.input_seeds
                 input_sets = [loaded.sample_inputs(seed) for seed in seeds]
                 described = "seeded inputs " + ", ".join(map(str, seeds))
-            order, torch_outputs = torch_layer_outputs(loaded.module, loaded, input_sets)
+            order, torch_outputs, called = torch_layer_outputs(loaded.module, loaded, input_sets)
             model_path = artifact_dir / component.model_file
             probe = Path(scratch) / f"{component.name}-probe{model_path.suffix}"
             probe_host = _probe_onnx if manifest.format == "onnx" else _probe_tflite
             tensor_of, host_runs, probe_sqnr, runtime = probe_host(
-                model_path, probe, component, loaded, input_sets
+                model_path, probe, component, loaded, input_sets, called
             )
             targets = [("this host", host_runs, None)]
             for core in cores or []:
@@ -522,7 +530,7 @@ def trusted(layers: list[LayerComparison]) -> list[LayerComparison]:
     return [layer for layer in layers if not layer.mismatched]
 
 
-def _probe_onnx(model_path, probe, component, loaded, input_sets):
+def _probe_onnx(model_path, probe, component, loaded, input_sets, called):
     """Write the ONNX probe and run it on this host: (module -> value name, runs, probe's final
     output SQNR vs the unprobed model's, runtime)."""
     final = component.outputs[0].name
@@ -535,10 +543,10 @@ def _probe_onnx(model_path, probe, component, loaded, input_sets):
     return tensor_of, host_runs, _final_sqnr(unprobed, host_runs, final), _version("onnxruntime")
 
 
-def _probe_tflite(model_path, probe, component, loaded, input_sets):
+def _probe_tflite(model_path, probe, component, loaded, input_sets, called):
     """`_probe_onnx` for LiteRT: values are tensor indices (as strings)."""
     final = component.outputs[0].name
-    indices = tflite_module_tensors(model_path, loaded.module)
+    indices = tflite_module_tensors(model_path, loaded.module, called)
     tensor_of = {path: str(i) for path, i in indices.items()}
     final_index = _tflite_output_index(model_path)
     write_tflite_probe(model_path, probe, list(indices.values()))
