@@ -134,6 +134,31 @@ class Environment:
         return target
 
 
+def run_on_core(command: list[str], core: str, timeout_s: float) -> None:
+    """Run a guest command (from `Environment.python` or `.binary`); a hang or a crash becomes
+    one EmulatorError naming the core. The guest's last stderr line says what failed."""
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EmulatorError(
+            f"The artifact did not finish on emulated {core} within {timeout_s:.0f} s.",
+            hint="emulation is ~100-300x slower than native: try a smaller model or one core.",
+        ) from None
+    if completed.returncode != 0:
+        tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmulatorError(
+            f"The artifact crashed on emulated {core} (exit {completed.returncode}): {tail}",
+            hint="a crash only on this core points at its kernels; compare with --cpu max.",
+        )
+
+
+def instructions_per_run(counts_file: Path) -> list[int]:
+    """What insncount.c wrote: the guest marks each timed run's start and end; one count per
+    run."""
+    marks = json.loads(counts_file.read_text())["marks"]
+    return [end - start for start, end in zip(marks[::2], marks[1::2], strict=True)]
+
+
 def host_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in GUEST_PACKAGES}
 

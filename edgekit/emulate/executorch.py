@@ -42,7 +42,13 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import ComponentManifest
-from edgekit.emulate.environment import ARCHES, EmulatorError, Environment
+from edgekit.emulate.environment import (
+    ARCHES,
+    EmulatorError,
+    Environment,
+    instructions_per_run,
+    run_on_core,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,20 +216,8 @@ def run(
             str(model_path), str(exchange), str(len(input_sets)), str(threads or 0),
             str(timed_runs), "1" if count_instructions else "0",
         ]  # fmt: skip
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise EmulatorError(
-                f"The artifact did not finish on emulated {core} within {timeout_s:.0f} s.",
-                hint="emulation is ~100-300x slower than native: try a smaller model or one core.",
-            ) from None
-        if completed.returncode != 0:
-            # The runtime logs to stderr as it goes; the runner's own last line says what failed.
-            tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EmulatorError(
-                f"The artifact crashed on emulated {core} (exit {completed.returncode}): {tail}",
-                hint="a crash only on this core points at its kernels; compare with --cpu max.",
-            )
+        # The runtime logs to stderr as it goes; the runner's own last line says what failed.
+        run_on_core(command, core, timeout_s)
         result = json.loads((exchange / "result.json").read_text())
         outputs = [_read_outputs(exchange, index, component, result["outputs"])
                    for index in range(len(input_sets))]  # fmt: skip
@@ -233,9 +227,7 @@ def run(
             "samples_ms": result["samples_ms"],
         }
         if counts is not None:
-            marks = json.loads(counts.read_text())["marks"]
-            starts, ends = marks[::2], marks[1::2]
-            timings["instructions"] = [b - a for a, b in zip(starts, ends, strict=True)]
+            timings["instructions"] = instructions_per_run(counts)
         return outputs, timings
 
 

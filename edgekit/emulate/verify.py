@@ -7,7 +7,6 @@ with it the stale results."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,14 @@ import numpy as np
 
 from edgekit.artifact import ComponentManifest, Manifest, now_utc, read_manifest, write_text_atomic
 from edgekit.emulate import guest
-from edgekit.emulate.environment import GUEST_FORMATS, EmulatorError, Environment, load
+from edgekit.emulate.environment import (
+    GUEST_FORMATS,
+    EmulatorError,
+    Environment,
+    instructions_per_run,
+    load,
+    run_on_core,
+)
 from edgekit.errors import EdgekitError, VerificationError
 from edgekit.validate import Verification, compare_outputs
 
@@ -104,28 +110,14 @@ def run_in_guest(
             guest.__file__,
             str(scratch_path / "request.json"),
         ]
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise EmulatorError(
-                f"The artifact did not finish on emulated {core} within {timeout_s:.0f} s.",
-                hint="emulation is ~100-300x slower than native: try a smaller model or one core.",
-            ) from None
-        if completed.returncode != 0:
-            tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EmulatorError(
-                f"The artifact crashed on emulated {core} (exit {completed.returncode}): {tail}",
-                hint="a crash only on this core points at its kernels; compare with --cpu max.",
-            )
+        run_on_core(command, core, timeout_s)
         stored = np.load(scratch_path / "outputs.npz")
         outputs = [
             {name: stored[f"{i}/{name}"] for name in output_names} for i in range(len(input_sets))
         ]
         result = json.loads((scratch_path / "result.json").read_text())
         if counts is not None:
-            marks = json.loads(counts.read_text())["marks"]
-            starts, ends = marks[::2], marks[1::2]
-            result["instructions"] = [b - a for a, b in zip(starts, ends, strict=True)]
+            result["instructions"] = instructions_per_run(counts)
         return outputs, result
 
 
