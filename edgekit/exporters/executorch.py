@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult
 from edgekit.exporters._native import quiet_native_stderr
-from edgekit.quant.plan import LayerPrecision, matmul_refusal
+from edgekit.quant.plan import LayerPrecision, matmul_refusal, realized_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,14 +202,11 @@ class ExecuTorchExporter:
             **quant.layers,
             **{b: LayerPrecision(p.value) for b, p in quant.matmuls.items()},
         }
-        realized: dict[str, LayerPrecision | None] = {}
-        for path, planned in planned_all.items():
-            held = found.get(path, set())
-            # A module called twice lowers to two nodes; if they differ, report the one that is
-            # not the plan's, so the check names it.
-            others = sorted(held - {planned})
-            realized[path] = others[0] if others else next(iter(held), None)
-        return realized
+        # A module called twice lowers to two nodes; if they differ, the one not planned shows.
+        return {
+            path: realized_precision(found.get(path, set()), planned)
+            for path, planned in planned_all.items()
+        }
 
     def host_runtime_unavailable_reason(self) -> str | None:
         return None  # the runtime is a pip dependency on every host OS

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ExportError
 from edgekit.exporters import ExportResult
-from edgekit.quant.plan import LayerPrecision, MatmulPrecision
+from edgekit.quant.plan import LayerPrecision, MatmulPrecision, product_realization
 
 if TYPE_CHECKING:
     import numpy as np
@@ -569,13 +569,7 @@ def _read_product_precisions(
             ]
             held = {LayerPrecision.INT8 if d else LayerPrecision.FP32 for d in dequantized}
         seen.setdefault(block, set()).update(held)
-    realized: dict[str, LayerPrecision | None] = {}
-    for block, planned_products in quant.matmuls.items():
-        planned = LayerPrecision(planned_products.value)
-        held = seen.get(block, set())
-        others = sorted(held - {planned})
-        realized[block] = others[0] if others else next(iter(held), None)
-    return realized
+    return product_realization(seen, quant.matmuls)
 
 
 def _producer_type(name: str, producers: dict[str, onnx.NodeProto]) -> str | None:

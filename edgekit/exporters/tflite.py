@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import ArtifactError, ExportError
 from edgekit.exporters import ExportResult, format_names
 from edgekit.exporters._native import quiet_native_stderr
-from edgekit.quant.plan import LayerPrecision, MatmulPrecision
+from edgekit.quant.plan import LayerPrecision, MatmulPrecision, product_realization
 
 if TYPE_CHECKING:
     import numpy as np
@@ -681,13 +681,7 @@ def _product_precisions(
                 hint="re-export the model with `edgekit export --target tflite`.",
             )
         seen.setdefault(owners.pop(), set()).update(held)
-    realized: dict[str, LayerPrecision | None] = {}
-    for block, planned_products in quant.matmuls.items():
-        planned = LayerPrecision(planned_products.value)
-        held = seen.get(block, set())
-        others = sorted(held - {planned})
-        realized[block] = others[0] if others else next(iter(held), None)
-    return realized
+    return product_realization(seen, quant.matmuls)
 
 
 def _recipe_rules(

@@ -185,6 +185,24 @@ def resolve(plan: QuantPlan, module: nn.Module) -> dict[str, LayerPrecision]:
     return {path: plan.precision_of(path) for path in quantizable_layers(module)}
 
 
+def realized_precision(held: set[LayerPrecision], planned: LayerPrecision) -> LayerPrecision | None:
+    """What a read-back reports for one planned path, from the precisions its ops hold: where
+    they differ (a module called twice, a block with two products), the one that is not the
+    plan's, so the check names it; None where nothing was found."""
+    others = sorted(held - {planned})
+    return others[0] if others else next(iter(held), None)
+
+
+def product_realization(
+    held_by_block: dict[str, set[LayerPrecision]], planned: dict[str, MatmulPrecision]
+) -> dict[str, LayerPrecision | None]:
+    """`realized_precision` for every planned attention block's products."""
+    return {
+        block: realized_precision(held_by_block.get(block, set()), LayerPrecision(p.value))
+        for block, p in planned.items()
+    }
+
+
 def matmul_refusal(backend: str, blocks: list[str], why: str) -> str:
     """The one line a target gives for int8 attention products it cannot realize."""
     more = f" (and {len(blocks) - 1} more blocks)" if len(blocks) > 1 else ""
