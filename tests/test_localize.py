@@ -136,6 +136,17 @@ def test_localize_errors_are_one_line(mobilevit_artifacts, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_truncated_model_file_is_one_line_and_writes_nothing(fmt, mobilevit_artifacts, tmp_path):
+    artifact = _copy(mobilevit_artifacts[fmt], tmp_path)
+    model = next(artifact.glob(f"model.{fmt}"))
+    model.write_bytes(model.read_bytes()[:1000])
+    result = runner.invoke(app, ["verify", str(artifact), "--localize"])
+    assert result.exit_code == 2, result.output
+    assert f"model.{fmt} cannot be read or run for localizing" in result.output
+    assert "Traceback" not in result.output and not (artifact / LOCALIZE_FILE).exists()
+
+
 def _layers(values: list[float]) -> list[LayerComparison]:
     return [LayerComparison(f"m{i}", "Conv2d", str(i), [1], v, 0.0) for i, v in enumerate(values)]
 

@@ -483,9 +483,19 @@ def localize(
             model_path = artifact_dir / component.model_file
             probe = Path(scratch) / f"{component.name}-probe{model_path.suffix}"
             probe_host = _probe_onnx if manifest.format == "onnx" else _probe_tflite
-            tensor_of, host_runs, probe_sqnr, runtime = probe_host(
-                model_path, probe, component, loaded, input_sets, called
-            )
+            try:
+                tensor_of, host_runs, probe_sqnr, runtime = probe_host(
+                    model_path, probe, component, loaded, input_sets, called
+                )
+            except EdgekitError:
+                raise
+            except Exception as exc:  # a damaged file fails inside the parser or the runtime
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise LocalizeError(
+                    f"{component.model_file} cannot be read or run for localizing: "
+                    f"{type(exc).__name__}: {detail}",
+                    hint="the file is damaged or not what the manifest says: export it again.",
+                ) from None
             targets = [("this host", host_runs, None)]
             for core in cores or []:
                 guest_runs = _run_probe_in_guest(
