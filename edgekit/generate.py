@@ -215,8 +215,6 @@ def denoise(
 ) -> np.ndarray:
     """Text encoder, then the guided denoising loop: the final latents (1, C, H/8, W/8).
     Quantization calibration drives the same loop to record the UNet's real inputs."""
-    import torch
-
     from edgekit.models import clip_tokenizer
 
     ids = clip_tokenizer.encode(tokenizer, [prompt, negative_prompt])
@@ -228,10 +226,7 @@ def denoise(
     # artifact and PyTorch runs see the same random numbers. The initial noise comes from
     # torch's generator so a seed gives the latents it gives in diffusers.
     scheduler = sampler_for(info.scheduler)
-    generator = torch.Generator().manual_seed(seed)
-    shape = (1, info.latent_channels, info.latent_height, info.latent_width)
-    noise = torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
-    latents = (noise * info.scheduler.init_noise_sigma).astype(np.float32)
+    latents = initial_latents(info, seed)
 
     unet = components["unet"]
     # A UNet exported with batch 2 takes both guidance branches in one call (unconditional
@@ -256,6 +251,62 @@ def denoise(
             noise_cond = unet(
                 {"sample": sample, "timestep": timestep, "encoder_hidden_states": cond}
             )["noise_pred"]
+        guided = noise_uncond + np.float32(guidance_scale) * (noise_cond - noise_uncond)
+        latents = scheduler.step(guided, t, latents).prev_sample
+    return latents
+
+
+def initial_latents(info: PipelineInfo, seed: int) -> np.ndarray:
+    """The seed's starting latents (1, C, H/8, W/8), from torch's generator so that a seed gives
+    the latents it gives in diffusers."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, info.latent_channels, info.latent_height, info.latent_width)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
+    return (noise * info.scheduler.init_noise_sigma).astype(np.float32)
+
+
+def denoise_seeds(
+    components: dict[str, Component],
+    tokenizer,
+    info: PipelineInfo,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seeds: list[int],
+) -> np.ndarray:
+    """`denoise` for many seeds in one loop: the final latents (len(seeds), C, H/8, W/8).
+
+    For components that take any batch (PyTorch modules; exported UNets have a fixed batch):
+    the text encoder runs once for both prompts, the UNet once per step for every seed and both
+    guidance branches (batch 2N, the N unconditional rows first). Each seed's noise is drawn
+    from its own generator, as `denoise` draws it, and the rows never mix, so a seed's image
+    does not depend on the batch it lands in; batched matmuls may sum in another order than
+    `denoise`'s batch of 1, so the two agree to float rounding, not bit for bit.
+    """
+    from edgekit.models import clip_tokenizer
+
+    count = len(seeds)
+    ids = clip_tokenizer.encode(tokenizer, [prompt, negative_prompt])
+    hidden = components["text-encoder"]({"input_ids": ids})["last_hidden_state"]
+    cond, uncond = hidden[:1], hidden[1:]
+    both = np.concatenate([np.repeat(uncond, count, axis=0), np.repeat(cond, count, axis=0)])
+
+    scheduler = sampler_for(info.scheduler)
+    latents = np.concatenate([initial_latents(info, seed) for seed in seeds])  # (N, C, h, w)
+    unet = components["unet"]
+    for t in scheduler.set_timesteps(steps):
+        sample = scheduler.scale_model_input(latents, t)
+        noise = unet(
+            {
+                "sample": np.concatenate([sample, sample]),  # (2N, C, h, w)
+                "timestep": np.full(2 * count, float(t), dtype=np.float32),
+                "encoder_hidden_states": both,
+            }
+        )["noise_pred"]
+        noise_uncond, noise_cond = noise[:count], noise[count:]
         guided = noise_uncond + np.float32(guidance_scale) * (noise_cond - noise_uncond)
         latents = scheduler.step(guided, t, latents).prev_sample
     return latents

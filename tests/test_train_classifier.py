@@ -328,23 +328,73 @@ def test_existing_model_folder_is_not_overwritten(tmp_path, photos):
     assert [p.name for p in out.iterdir()] == ["config.json"]
 
 
-def test_interrupted_training_leaves_nothing(tmp_path, photos, monkeypatch):
+def test_interrupted_run_resumes_to_the_result_of_an_unbroken_one(tmp_path, photos, monkeypatch):
+    from safetensors.torch import load_file
+
+    from edgekit.train import checkpoints
+
+    settings = {"base": "tiny-mobilevit", "data": photos, "epochs": 3, "batch_size": 8}
+    reference = tmp_path / "reference"
+    unbroken = train_classifier(ClassifierConfig(out=reference, **settings))
+    assert not (reference / checkpoints.CHECKPOINTS_DIR).exists()  # a finished run's go
+
     epochs_run = []
 
     def interrupted(*args, **kwargs):
         epochs_run.append(1)
         if len(epochs_run) == 2:
-            raise KeyboardInterrupt  # after epoch 1 saved its best checkpoint in staging
+            raise KeyboardInterrupt  # in epoch 2, after epoch 1's checkpoint
         return real_epoch(*args, **kwargs)
 
     real_epoch = classifier._train_epoch
     monkeypatch.setattr(classifier, "_train_epoch", interrupted)
     out = tmp_path / "runs" / "clf"
-    config = ClassifierConfig(base="tiny-mobilevit", data=photos, out=out, epochs=3, batch_size=16)
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(config)
-    assert len(epochs_run) == 2
-    assert list((tmp_path / "runs").iterdir()) == []
+        train_classifier(ClassifierConfig(out=out, **settings))
+    monkeypatch.undo()
+    # What the interrupted run leaves: its complete checkpoint, nothing else.
+    assert [p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*") if p.is_dir()] == [
+        Path("runs/clf"),
+        Path("runs/clf/checkpoints"),
+        Path("runs/clf/checkpoints/checkpoint-000001"),
+    ]
+    assert (
+        out / checkpoints.CHECKPOINTS_DIR / "checkpoint-000001" / checkpoints.MARKER_FILE
+    ).is_file()
+
+    args = [
+        "--base", "tiny-mobilevit", "--data", str(photos), "--out", str(out), "--epochs", "3",
+        "--batch-size", "8",
+    ]  # fmt: skip
+    again = _train(*args)
+    assert again.exit_code == 2 and "interrupted run" in again.output
+    assert "--resume latest" in again.output
+    changed = _train(*args, "--resume", "latest", "--learning-rate", "1e-3")
+    assert changed.exit_code == 2, changed.output
+    assert "Cannot resume from" in changed.output
+    assert "learning_rate 0.0005 -> 0.001" in " ".join(changed.output.split())
+    assert len([line for line in changed.output.splitlines() if line.startswith("error:")]) == 1
+
+    resumed = _train(*args, "--resume", "latest")
+    assert resumed.exit_code == 0, resumed.output
+    assert "after epoch 1" in resumed.output
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["resumed_from"].endswith("checkpoint-000001")
+    expected = unbroken.model_dump(mode="json")
+    for key in ("initial_val_top1", "best_epoch", "best_val_top1"):
+        assert card[key] == expected[key], key
+    fields = ("epoch", "train_loss", "val_correct")
+    assert [[e[f] for f in fields] for e in card["epochs"]] == [
+        [e[f] for f in fields] for e in expected["epochs"]
+    ]
+    # The run learned (losses moved), and the resumed weights are the unbroken run's, bit for bit.
+    assert len({e["train_loss"] for e in card["epochs"]}) == 3
+    for weights in ("model.safetensors", "last/model.safetensors", "best/model.safetensors"):
+        want, got = load_file(reference / weights), load_file(out / weights)
+        assert want.keys() == got.keys(), weights
+        assert all(torch.equal(want[name], got[name]) for name in want), weights
+    assert not (out / checkpoints.CHECKPOINTS_DIR).exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
 
 
 def test_split_is_stratified_and_seeded(photos):

@@ -132,6 +132,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(uninterrupted, cats, tm
     resumed = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output
+    # The defaults on the CPU: fused AdamW (its state too must resume exactly), no compile.
+    assert _card(reference)["engine"] == {"fused_adam": True, "compile_unet": False}
     assert _card(out)["losses"] == _card(reference)["losses"]
     assert len(_card(out)["losses"]) == STEPS
     assert _card(out)["resumed_from"].endswith("checkpoint-000002")
@@ -343,6 +345,68 @@ def test_class_images_are_recorded_and_reused_only_for_the_same_model_and_prompt
     assert "'a photo of cat'" in dogs.not_reused_warning()
 
 
+# Batched sampling vs one loop per seed on tiny-sd (64 px, 3 steps, seeds 3-5): final images
+# differed by at most 2.3e-6 (latents by 2.8e-5 at magnitudes up to 12.8): batched matmuls sum
+# in another order. Swapped guidance rows moved pixels by 0.046.
+BATCHED_IMAGE_ATOL = 1e-4
+
+
+class _CountingUNet(torch.nn.Module):
+    """The UNet, counting its calls and the batch of each."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.batches: list[int] = []
+
+    def forward(self, sample, timestep, hidden, **kwargs):
+        self.batches.append(len(sample))
+        return self.unet(sample, timestep, hidden, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_sampler():
+    """tiny-sd's modules at 64 px, as the trainer drives them for class images."""
+    from edgekit.models import stable_diffusion
+    from edgekit.train.class_images import ImageGenerator
+    from edgekit.train.dreambooth import _tokenizer
+
+    parts = stable_diffusion.load_diffusers_parts("tiny-sd")
+    latent = 64 // parts.info.vae_scale_factor
+    size = {"latent_height": latent, "latent_width": latent, "image_height": 64, "image_width": 64}
+    info = parts.info.model_copy(update=size)
+    modules = [m.eval() for m in (parts.text_encoder, _CountingUNet(parts.unet), parts.vae)]
+    return ImageGenerator(*modules, _tokenizer(parts), info, torch.device("cpu"))
+
+
+def test_class_images_of_a_batch_equal_those_made_one_seed_at_a_time(tiny_sd_sampler):
+    from edgekit.generate import denoise
+
+    sampler, seeds, steps, prompt = tiny_sd_sampler, [3, 4, 5], 3, "a photo of cat"
+    components = sampler.components()
+    sampler.unet.batches.clear()
+    batched = sampler.images(prompt, seeds, steps=steps, guidance_scale=7.5)
+    # One UNet call per step for the whole batch: both guidance branches of every seed.
+    assert sampler.unet.batches == [2 * len(seeds)] * steps
+
+    sampler.unet.batches.clear()
+    one_by_one = sampler.decode(
+        np.concatenate(
+            [
+                denoise(components, sampler.tokenizer, sampler.info, prompt, "", steps, 7.5, seed)
+                for seed in seeds
+            ]
+        )
+    )
+    assert len(sampler.unet.batches) == 2 * steps * len(seeds)  # the loop it replaces
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=BATCHED_IMAGE_ATOL)
+    # Different seeds, different images: the comparison is not between copies of one image.
+    assert np.abs(batched[0] - batched[1]).max() > 100 * BATCHED_IMAGE_ATOL
+    # A seed's image does not depend on the batch it lands in.
+    alone = sampler.images(prompt, seeds[1:2], steps=steps, guidance_scale=7.5)
+    np.testing.assert_allclose(alone[0], batched[1], rtol=0, atol=BATCHED_IMAGE_ATOL)
+
+
 def _invoke(tmp_path: Path, settings: dict, *args: str):
     config = _yaml(tmp_path / "db.yaml", settings)
     return runner.invoke(app, ["dreambooth", "--config", str(config), *args])
@@ -362,6 +426,7 @@ WITHOUT_WANDB = importlib.util.find_spec("wandb") is None
         ({"resolution": 60}, [], "must be a multiple of 8"),
         ({}, ["--resume", "latest"], "no complete checkpoint"),
         ({"with_prior_preservation": True, "class_prompt": None}, [], "needs class_prompt"),
+        ({"fused_adam": True, "use_8bit_adam": True}, [], "exclude each other"),
         pytest.param(
             {"mixed_precision": "fp16"},
             [],
@@ -419,6 +484,53 @@ def test_rare_token_warning():
     assert rare_token_warning("a photo of cat", None) is None
 
 
+def _engine(device: str, problem: str | None = None, **settings):
+    from edgekit.train.dreambooth import DreamBoothConfig, choose_engine
+
+    config = DreamBoothConfig.model_validate(
+        {"base": "tiny-sd", "instance_dir": ".", "instance_prompt": "a sks", "out": "o"} | settings
+    )
+    return choose_engine(config, device, inductor_problem=lambda device_type: problem)
+
+
+def test_engine_defaults_resolve_per_device():
+    from edgekit.errors import EdgekitError
+
+    # What a user gets with no flags: the issue's fastest H100 setting on CUDA; fused AdamW
+    # but no compile on the CPU.
+    assert (_engine("cuda").fused_adam, _engine("cuda").compile_unet) == (True, True)
+    assert (_engine("cpu").fused_adam, _engine("cpu").compile_unet) == (True, False)
+    assert _engine("cuda", use_8bit_adam=True).fused_adam is False  # bitsandbytes' own kernels
+    assert _engine("cpu", compile_unet=True).compile_unet is True
+    off = _engine("cuda", fused_adam=False, compile_unet=False)
+    assert (off.fused_adam, off.compile_unet) == (False, False)
+    # The default steps back, and says why, where inductor cannot build; an explicit request
+    # is refused with the reason.
+    fallback = _engine("cuda", problem="no triton")
+    assert fallback.compile_unet is False and "no triton" in fallback.note
+    with pytest.raises(
+        EdgekitError, match=r"compile_unet: .* cannot build for cpu here \(no cxx\)"
+    ):
+        _engine("cpu", problem="no cxx", compile_unet=True)
+    with pytest.raises(EdgekitError, match="no fused AdamW kernel for meta"):
+        _engine("meta", fused_adam=True)
+    assert _engine("meta").fused_adam is False
+
+
+def test_compile_without_a_cpp_compiler_is_one_line(cats, tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    # What inductor finds on a machine without g++: none of the compilers it searches for.
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("edgekit-test-no-such-cxx",))
+    settings = _settings(cats, tmp_path / "out", tmp_path / "class", compile_unet=True)
+    result = _invoke(tmp_path, settings)
+    assert result.exit_code == 2, result.output
+    assert "compile_unet: torch.compile's inductor backend cannot build for cpu" in result.output
+    assert "no working C++ compiler" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_lr_scheduler_names_are_diffusers_ones():
     from diffusers.optimization import SchedulerType
 
@@ -426,7 +538,9 @@ def test_lr_scheduler_names_are_diffusers_ones():
 
 
 @pytest.mark.gpu
-def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume(uninterrupted, cats, tmp_path):
+def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume_with_the_defaults(
+    uninterrupted, cats, tmp_path
+):
     pytest.importorskip("bitsandbytes")
     _, class_dir, _ = uninterrupted
     mixed = _settings(cats, tmp_path / "mixed", class_dir, mixed_precision="fp16", lora_rank=4)
@@ -434,6 +548,8 @@ def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume(uninterrupted, cats, t
     result = _invoke(tmp_path, mixed)
     assert result.exit_code == 0, result.output
     assert _card(tmp_path / "mixed")["device"].startswith("cuda")
+    # 8-bit Adam has its own kernels: no fused AdamW; the UNet compiled, as by default on CUDA.
+    assert _card(tmp_path / "mixed")["engine"] == {"fused_adam": False, "compile_unet": True}
 
     # CUDA's default kernels differ run to run in the last bits; deterministic ones do not.
     runs = {}
@@ -452,9 +568,57 @@ def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume(uninterrupted, cats, t
             text=True,
         )
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-2000:]
+    # With CUDA's defaults, fused AdamW and a compiled UNet, as a user runs it.
+    assert _card(tmp_path / "unbroken")["engine"] == {"fused_adam": True, "compile_unet": True}
     assert _card(tmp_path / "resumed")["losses"] == _card(tmp_path / "unbroken")["losses"]
     expected, actual = _unet_weights(tmp_path / "unbroken"), _unet_weights(tmp_path / "resumed")
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+# Inductor's code for tiny-sd's UNet vs eager, the same 2 steps: losses differed by 1.1e-7
+# relative (fused kernels sum in another order).
+COMPILED_LOSS_RTOL = 1e-5
+
+
+@pytest.mark.slow  # inductor compiles the UNet's forward and backward: minutes on 2 cores
+def test_compiled_unet_trains_checkpoints_resumes_and_saves_plain_keys(cats, tmp_path):
+    from safetensors.torch import load_file
+    from torch._dynamo.utils import counters
+
+    def run(name: str, max_steps: int, *args: str, **extra) -> dict:
+        settings = _settings(cats, tmp_path / "db", tmp_path / "unused", max_steps=max_steps)
+        settings.update(class_prompt=None, class_dir=None, checkpoint_every=2, **extra)
+        settings["out"] = str(tmp_path / name)
+        result = _invoke(tmp_path, settings, *args)
+        assert result.exit_code == 0, result.output
+        return _card(tmp_path / name)
+
+    torch._dynamo.reset()
+    counters.clear()
+    first = run("compiled", 2, compile_unet=True)
+    assert first["engine"]["compile_unet"] is True
+    assert counters["stats"]["unique_graphs"] >= 1  # the steps ran through torch.compile
+    resumed = run("compiled", 3, "--resume", "latest", compile_unet=True)
+    assert resumed["losses"][:2] == first["losses"] and len(resumed["losses"]) == 3
+    eager = run("eager", 2, compile_unet=False)
+    for compiled_step, eager_step in zip(first["losses"], eager["losses"], strict=True):
+        assert compiled_step["loss"] == pytest.approx(eager_step["loss"], rel=COMPILED_LOSS_RTOL)
+
+    out = tmp_path / "compiled"
+    [(_, checkpoint)] = checkpoints.complete(checkpoints.checkpoints_dir(out))
+    files = [
+        out / "unet" / "diffusion_pytorch_model.safetensors",
+        out / "text_encoder" / "model.safetensors",
+        out / LDM_CHECKPOINT_FILE,
+        *checkpoint.glob("*.safetensors"),
+    ]
+    assert len(files) >= 4
+    for path in files:
+        leaked = [key for key in load_file(path) if "_orig_mod" in key]
+        assert not leaked, f"{path}: {leaked[:3]}"
+    # The pipeline loads as the plain architecture, with the trained weights.
+    trained = models.load_pipeline(out).components["unet"].module.unet.state_dict()
+    assert trained.keys() == _unet_weights(out).keys()
 
 
 @pytest.mark.slow  # an ONNX export of three components (half a minute)

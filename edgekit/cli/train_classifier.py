@@ -18,6 +18,13 @@ def classifier(
     config: Path | None = typer.Option(
         None, "--config", help="YAML with any of the keys below (learning_rate: 1e-3, ...)."
     ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue an interrupted run after its last completed epoch: 'latest' (the "
+        "checkpoint in OUT/checkpoints) or a checkpoint folder; the same result as a run that "
+        "never stopped.",
+    ),
     base: str | None = typer.Option(
         None,
         help="MobileViT preset (mobilevit-small, mobilevit-x-small, mobilevit-xx-small, "
@@ -132,8 +139,17 @@ def classifier(
                 highlight=False,
             )
 
+        def on_resume(checkpoint: Path, epoch: int) -> None:
+            console.print(f"resumed from {checkpoint} after epoch {epoch}", highlight=False)
+
         with console.status(f"Training {settings.base} on {settings.data} ..."):
-            card = train_classifier(settings, on_data=on_data, on_epoch=on_epoch)
+            card = train_classifier(
+                settings,
+                resume=resume,
+                on_data=on_data,
+                on_epoch=on_epoch,
+                on_resume=on_resume,
+            )
         if card.base.random_weights:
             console.print(
                 f"[yellow]{settings.base} is a preset with RANDOM weights[/yellow]: the backbone "

@@ -112,6 +112,16 @@ def dreambooth(
     use_8bit_adam: bool | None = typer.Option(
         None, "--use-8bit-adam/--no-8bit-adam", help="bitsandbytes' 8-bit AdamW (CUDA only)."
     ),
+    fused_adam: bool | None = typer.Option(
+        None,
+        "--fused-adam/--no-fused-adam",
+        help="AdamW's fused kernel (default: wherever torch has one for the device).",
+    ),
+    compile_unet: bool | None = typer.Option(
+        None,
+        "--compile-unet/--no-compile-unet",
+        help="torch.compile the UNet (default: on with CUDA, off on the CPU).",
+    ),
     mixed_precision: str | None = typer.Option(
         None, help="no, fp16 (GPU only) or bf16 (default: no)."
     ),
@@ -131,7 +141,7 @@ def dreambooth(
         None, help="Guidance of class and validation images (default: 7.5)."
     ),
     sample_batch_size: int | None = typer.Option(
-        None, help="Class images decoded per batch (default: 4)."
+        None, help="Class images denoised together, one UNet call per step (default: 4)."
     ),
     deterministic: bool | None = typer.Option(
         None,

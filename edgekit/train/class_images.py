@@ -11,7 +11,8 @@ the user's class images and are used as they are, as diffusers' script does.
 
 Generation is resumable: each batch's images and the record are written atomically as the
 batch finishes, so a killed run keeps what it made. Every image has its own seed (seed,
-seed + 1, ...), so image k is the same whether it was made in one run or across two.
+seed + 1, ...) and its own initial noise, and a batch's rows never mix, so image k is the same
+(to float rounding) whether it was made in one run or across two, in whichever batch.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ class ClassImages:
 
 
 class ImageGenerator:
-    """Stable Diffusion's PyTorch modules driven by edgekit's own sampling loop
-    (`edgekit.generate.denoise`, the loop `generate` and quantization calibration run), so
-    class images and validation images come from the sampler the exported artifacts use."""
+    """Stable Diffusion's PyTorch modules driven by edgekit's own sampler (the DDIM loop of
+    `edgekit.generate`, which `generate` and quantization calibration run), so class images
+    and validation images come from the sampler the exported artifacts use. A batch of seeds
+    shares one loop (`denoise_seeds`): the text encoder runs once and the UNet once per step,
+    conditional and unconditional rows of every seed in one call."""
 
     def __init__(
         self,
@@ -117,25 +120,35 @@ class ImageGenerator:
             noise = self.unet(sample, timestep, hidden, return_dict=False)[0]
         return {"noise_pred": noise.float().cpu().numpy()}
 
-    def images(
+    def components(self) -> dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]:
+        """The text encoder and UNet as the sampling loop calls them (numpy in, numpy out)."""
+        return {"text-encoder": self._encode_text, "unet": self._predict_noise}
+
+    def latents(
         self, prompt: str, seeds: list[int], *, steps: int, guidance_scale: float
     ) -> np.ndarray:
-        """(len(seeds), H, W, 3) float32 RGB in [0, 1]: one seeded denoising loop per image
-        (`denoise` samples one latent at a time), one batched VAE decode for all of them."""
-        from edgekit.generate import denoise
+        """(len(seeds), C, H/8, W/8): one denoising loop for the whole batch of seeds."""
+        from edgekit.generate import denoise_seeds
 
-        components = {"text-encoder": self._encode_text, "unet": self._predict_noise}
-        latents = np.concatenate(
-            [
-                denoise(components, self.tokenizer, self.info, prompt, "", steps, guidance_scale, s)
-                for s in seeds
-            ]
+        return denoise_seeds(
+            self.components(), self.tokenizer, self.info, prompt, "", steps, guidance_scale, seeds
         )
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float32 RGB in [0, 1] from final latents, one VAE call for the batch."""
         z = torch.from_numpy(latents / np.float32(self.info.vae_scaling_factor)).to(self.device)
         with torch.inference_mode(), self.autocast():
             image = self.vae.decode(z, return_dict=False)[0]
         image = (image.float().cpu().numpy().transpose(0, 2, 3, 1) + 1.0) / 2.0
         return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+    def images(
+        self, prompt: str, seeds: list[int], *, steps: int, guidance_scale: float
+    ) -> np.ndarray:
+        """(len(seeds), H, W, 3) float32 RGB in [0, 1]: the batch denoised together (the UNet
+        called `steps` times, guidance batched), each image a function of its own seed."""
+        latents = self.latents(prompt, seeds, steps=steps, guidance_scale=guidance_scale)
+        return self.decode(latents)
 
 
 def prepare_class_images(

@@ -8,9 +8,16 @@ manifest records for the base model; training adds augmentation (a random resize
 horizontal flip of the decoded photo) in front of it, on the training split only.
 
 accelerate runs the loop (devices, mixed precision, gradient accumulation, `accelerate launch`
-for several GPUs); the learning-rate schedules are transformers'. Everything is written into a
-staging folder beside `out` and renamed into place at the end, so a failed or interrupted run
-leaves nothing half-written.
+for several GPUs); the learning-rate schedules are transformers'.
+
+Resumable by epoch: after each epoch the whole state (weights, optimizer, LR schedule, every RNG
+state, the epochs' records and the best epoch's weights) is saved, atomically, as
+OUT/checkpoints/checkpoint-<epoch> (edgekit/train/checkpoints.py; the newest one kept), and
+`--resume latest` continues after the last completed epoch with the result of a run that never
+stopped, bit for bit on the CPU (tests/test_train_classifier.py). An interrupted run leaves
+those checkpoints and nothing else. The model folders are written into a staging folder beside
+`out` and moved in at the end, the training card last (a folder with a card is whole); the
+checkpoints of a finished run are then removed, so `out` holds what export takes.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from edgekit.models.base import (
     sha256_of_files,
 )
 from edgekit.models.mobilevit import MobileViTClassifier, save_preprocessor_config
+from edgekit.train import checkpoints
 from edgekit.train.config import TrainConfigError
 from edgekit.train.engine import scoped_accelerator_state
 from edgekit.train.images import ImageFolderError, read_image_folder
@@ -57,6 +65,23 @@ Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
 ]
 _VERSIONED_PACKAGES = ("torch", "transformers", "accelerate", "numpy", "pillow")
+# Config keys a checkpoint depends on: resuming with another value would load state that does
+# not fit or continue another run (the LR schedule spans `epochs`; the split follows the seed and
+# val_fraction; the optimizer state holds the learning rate), so it is refused.
+STATE_KEYS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler",
+    "warmup",
+    "seed",
+    "val_fraction",
+    "freeze_backbone",
+    "mixed_precision",
+    "gradient_accumulation_steps",
+    "qat",
+)
 
 
 class ClassifierConfig(BaseModel):
@@ -344,35 +369,65 @@ class TrainingCard(BaseModel):
     device: str
     num_processes: int
     versions: dict[str, str]
+    resumed_from: str | None = Field(None, description="The checkpoint this run resumed from.")
 
 
-def check_output_folder(out: Path) -> None:
-    """`out` must be new or empty: a previous model there is not overwritten."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "a file" if not out.is_dir() else "a folder that is not empty"
+def check_output_folder(out: Path, *, resume: bool = False) -> None:
+    """`out` must be new or empty: a previous model there is not overwritten. Resuming, it holds
+    the checkpoints of the interrupted run (and perhaps part of its outputs, never the card)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
         raise OutputError(
-            f"'{out}' is {what}; training writes a new model folder.",
+            f"'{out}' is a file; training writes a new model folder.",
             hint="pass another --out, or remove it first.",
         )
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return
+    if resume and TRAINING_CARD_FILE in entries:
+        raise OutputError(
+            f"'{out}' holds a finished run ({TRAINING_CARD_FILE}): there is nothing to resume.",
+            hint="pass another --out for a new run, or remove it first.",
+        )
+    if resume:
+        return  # the checkpoints are looked for next; outputs of a cut-short publish replaced
+    if checkpoints.CHECKPOINTS_DIR in entries and TRAINING_CARD_FILE not in entries:
+        raise OutputError(
+            f"'{out}' holds the checkpoints of an interrupted run; training writes a new model "
+            "folder.",
+            hint="add --resume latest to continue that run, or pass another --out.",
+        )
+    raise OutputError(
+        f"'{out}' is a folder that is not empty; training writes a new model folder.",
+        hint="pass another --out, or remove it first.",
+    )
 
 
 def train_classifier(
     config: ClassifierConfig,
     *,
+    resume: str | None = None,
     on_data: Callable[[ClassFolders], None] | None = None,
     on_epoch: Callable[[EpochRecord, bool], None] | None = None,
+    on_resume: Callable[[Path, int], None] | None = None,
 ) -> TrainingCard:
     """Fine-tune `config.base` on `config.data`; write `config.out`; return its training card.
 
-    `on_data(folders)` is called once the photos are checked (warnings to show), `on_epoch(record,
-    is_best)` after each epoch's validation. Every check that can refuse the run comes before
-    the first step and the first file written.
+    `resume`: 'latest' (the newest complete checkpoint in OUT/checkpoints) or a checkpoint
+    folder, to continue after its epoch. `on_data(folders)` is called once the photos are
+    checked (warnings to show), `on_resume(checkpoint, epoch)` once a checkpoint is loaded,
+    `on_epoch(record, is_best)` after each epoch's validation. Every check that can refuse the
+    run comes before the first step and the first file written.
     """
     from accelerate import Accelerator, PartialState
     from accelerate.utils import set_seed
 
     folders = read_class_folders(config.data, val_fraction=config.val_fraction, seed=config.seed)
-    check_output_folder(config.out)
+    check_output_folder(config.out, resume=resume is not None)
+    checkpoint = None
+    if resume is not None:
+        checkpoint = checkpoints.resolve(resume, checkpoints.checkpoints_dir(config.out))
     if config.mixed_precision == "fp16" and PartialState().device.type == "cpu":
         # accelerate would train in fp32 on a CPU without a word.
         raise ClassifierTrainError(
@@ -380,6 +435,9 @@ def train_classifier(
             hint="use bf16 (CPU autocast) or no.",
         )
     base = _load_base(config)
+    state = _state_settings(config, folders, base.source.sha256, PartialState().num_processes)
+    if checkpoint is not None:
+        _check_resumable(state, checkpoints.read_marker(checkpoint), checkpoint)
     if on_data:
         on_data(folders)
     with scoped_accelerator_state():
@@ -388,10 +446,84 @@ def train_classifier(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
         set_seed(config.seed)
-        return _fit(config, folders, base, accelerator, on_epoch)
+        run = _Resume(checkpoint, state, on_resume)
+        return _fit(config, folders, base, accelerator, on_epoch, run)
 
 
-def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_epoch):
+def _state_settings(
+    config: ClassifierConfig, folders: ClassFolders, base_sha256: str, num_processes: int
+) -> dict:
+    """What a checkpoint depends on, recorded in its marker: STATE_KEYS, the base's weights, the
+    photos of each split, the classes and the number of processes (each its own RNG state)."""
+    values = config.model_dump(mode="json")
+    return {
+        **{key: values[key] for key in STATE_KEYS},
+        "base_sha256": base_sha256,
+        "labels": folders.labels,
+        "train_sha256": sha256_of_files(folders.train.paths, root=folders.root),
+        "val_sha256": sha256_of_files(folders.val.paths, root=folders.root),
+        "num_processes": num_processes,
+    }
+
+
+def _check_resumable(current: dict, marker: dict, path: Path) -> None:
+    saved = marker.get("state", {})
+    changed = [key for key in current if saved.get(key) != current[key]]
+    if changed:
+        listed = ", ".join(
+            f"{key} changed"
+            if key.endswith("sha256")
+            else f"{key} {saved.get(key)!r} -> {current[key]!r}"
+            for key in changed
+        )
+        raise checkpoints.CheckpointError(
+            f"Cannot resume from {path}: it was saved with other settings or data ({listed}).",
+            hint="resume with the settings and photos it was saved with, or start a new run "
+            "with another --out.",
+        )
+
+
+@dataclass
+class _Resume:
+    checkpoint: Path | None
+    state: dict  # _state_settings, for the checkpoints' markers
+    on_resume: Callable[[Path, int], None] | None
+
+
+class _Progress:
+    """Where the run is, registered for checkpointing: the epochs done and their records, the
+    validation before training, and the best epoch's weights (best/ is written at the end)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.records: list[dict] = []
+        self.initial_correct = 0
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+class _SamplerGenerator:
+    """The generator accelerate gives a shuffled loader's sampler under several processes (the
+    data order), registered for checkpointing. One process has none: its sampler draws from
+    torch's global RNG, which accelerate's checkpoint holds anyway."""
+
+    def __init__(self, loader) -> None:
+        self.generator = getattr(loader, "synchronized_generator", None)
+
+    def state_dict(self) -> dict:
+        return {"state": None if self.generator is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.generator is not None and state["state"] is not None:
+            self.generator.set_state(state["state"])
+
+
+def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_epoch, run):
     """The training run proper: the new head, the loop, the checkpoints, the card."""
     from edgekit.artifact import now_utc, prepare_output_dir, staging_dir
 
@@ -433,35 +565,49 @@ def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_
     )
     scheduler = accelerator.prepare(_scheduler(config, optimizer, len(train_loader), accelerator))
 
+    progress = _Progress()
+    accelerator.register_for_checkpointing(progress, _SamplerGenerator(train_loader))
     val_images = len(folders.val.paths)
-    initial_correct = _evaluate(network, model, val_loader, accelerator)
-    records: list[EpochRecord] = []
     out = config.out
-    with staging_dir(prepare_output_dir(out.parent.resolve())) as staging:
+    staging_parent = prepare_output_dir(out.parent.resolve())  # writable, before any epoch
+    saved_in = checkpoints.checkpoints_dir(out)
+    if run.checkpoint is not None:
+        accelerator.load_state(str(run.checkpoint))
+        if run.on_resume:
+            run.on_resume(run.checkpoint, progress.epoch)
+    else:
+        progress.initial_correct = _evaluate(network, model, val_loader, accelerator)
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loss = _train_epoch(network, model, train_loader, optimizer, scheduler, accelerator)
+        correct = _evaluate(network, model, val_loader, accelerator)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_top1=correct / val_images,
+            val_correct=correct,
+            val_images=val_images,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        is_best = all(record.val_top1 > done["val_top1"] for done in progress.records)
+        if is_best:
+            progress.best_state = network.float_state(model, accelerator)
+        progress.records.append(record.model_dump())
+        progress.epoch = epoch
+        # Only the newest is kept: a resume continues after the last completed epoch, and the
+        # older one goes only once the newer is complete.
+        marker = {"state": run.state, "config": config.model_dump(mode="json")}
+        checkpoints.save(accelerator, saved_in, epoch, marker, keep=1)
+        if on_epoch:
+            on_epoch(record, is_best)
+    records = [EpochRecord.model_validate(done) for done in progress.records]
+    best = max(records, key=lambda r: r.val_top1)  # the first of equals, as the loop chose
+    initial_correct = progress.initial_correct
+    with staging_dir(staging_parent) as staging:
         folder = staging / "model"
-        best: EpochRecord | None = None
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            train_loss = _train_epoch(
-                network, model, train_loader, optimizer, scheduler, accelerator
-            )
-            correct = _evaluate(network, model, val_loader, accelerator)
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=train_loss,
-                val_top1=correct / val_images,
-                val_correct=correct,
-                val_images=val_images,
-                seconds=round(time.perf_counter() - started, 3),
-            )
-            records.append(record)
-            is_best = best is None or record.val_top1 > best.val_top1
-            if is_best:
-                best = record
-                network.save(model, accelerator, base.preprocessing, folder / BEST_FOLDER)
-            if on_epoch:
-                on_epoch(record, is_best)
-        network.save(model, accelerator, base.preprocessing, folder / LAST_FOLDER)
+        last = network.float_state(model, accelerator)
+        network.save(last, accelerator, base.preprocessing, folder / LAST_FOLDER)
+        network.save(progress.best_state, accelerator, base.preprocessing, folder / BEST_FOLDER)
         card = TrainingCard(
             created_utc=now_utc(),
             base=base.source,
@@ -485,6 +631,7 @@ def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_
             device=str(accelerator.device),
             num_processes=accelerator.num_processes,
             versions=_versions(),
+            resumed_from=str(run.checkpoint) if run.checkpoint else None,
         )
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -492,10 +639,23 @@ def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_
             for file in (folder / BEST_FOLDER).iterdir():
                 shutil.copy2(file, folder / file.name)
             (folder / TRAINING_CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
-            folder.chmod(0o755)
-            # Atomic; replaces an empty folder at `out`, fails (not overwrites) a non-empty one.
-            os.rename(folder, out)
+            _publish(folder, out)
     return card
+
+
+def _publish(folder: Path, out: Path) -> None:
+    """Move the staged model folder to `out`. `out` holds at most the run's checkpoints (and
+    what an earlier attempt at this moved in, without a card): the entries move in one by one,
+    the card last, so a folder with a card is whole; then the checkpoints go."""
+    out.mkdir(exist_ok=True)
+    entries = sorted(folder.iterdir(), key=lambda p: p.name == TRAINING_CARD_FILE)
+    for entry in entries:
+        target = out / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    out.chmod(0o755)
+    shutil.rmtree(checkpoints.checkpoints_dir(out), ignore_errors=True)
 
 
 def _load_base(config: ClassifierConfig):
@@ -578,18 +738,30 @@ class _Network:
             return
         prepared.eval()
 
-    def save(self, prepared, accelerator, preprocessing: Preprocessing, folder: Path) -> None:
-        """A Hugging Face folder: config.json (labels), model.safetensors, preprocessor config."""
-        if not accelerator.is_main_process:
-            return
+    def float_state(self, prepared, accelerator) -> dict[str, torch.Tensor]:
+        """The trained weights under the Hugging Face model's names, copied to the CPU."""
         if self.qat:
             # The QAT graph holds the float weights under the wrapper's names ("model." + the
             # Hugging Face name), beside its observers; copied by name, the saved folder is a
             # plain float model that `edgekit export --quant int8` quantizes again.
             trained = accelerator.unwrap_model(prepared).state_dict()
-            self.hf_model.load_state_dict(
-                {name: trained[f"model.{name}"] for name in self.hf_model.state_dict()}
-            )
+            state = {name: trained[f"model.{name}"] for name in self.hf_model.state_dict()}
+        else:
+            state = self.hf_model.state_dict()
+        return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
+
+    def save(
+        self,
+        state: dict[str, torch.Tensor],
+        accelerator,
+        preprocessing: Preprocessing,
+        folder: Path,
+    ) -> None:
+        """A Hugging Face folder of `state`: config.json (labels), model.safetensors, the
+        preprocessor config. Training is over: the Hugging Face model only carries weights."""
+        if not accelerator.is_main_process:
+            return
+        self.hf_model.load_state_dict(state)
         self.hf_model.save_pretrained(folder, save_function=accelerator.save)
         save_preprocessor_config(preprocessing, folder)
 

@@ -48,7 +48,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -169,6 +169,17 @@ class DreamBoothConfig(BaseModel):
         False, description="Recompute activations in the backward pass: less memory, slower."
     )
     use_8bit_adam: bool = Field(False, description="bitsandbytes' 8-bit AdamW (CUDA only).")
+    fused_adam: bool | None = Field(
+        None,
+        description="AdamW's fused kernel (one kernel over all parameters, not a loop): faster, "
+        "the same update to float rounding. Default: on wherever torch has the kernel for the "
+        "device (CUDA, the CPU).",
+    )
+    compile_unet: bool | None = Field(
+        None,
+        description="torch.compile the UNet (inductor): faster steps after a compile at the "
+        "first. Default: on with CUDA; off on the CPU, where the compile outlasts short runs.",
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="Mixed precision: no, fp16 (GPU only) or bf16."
     )
@@ -183,7 +194,9 @@ class DreamBoothConfig(BaseModel):
         50, ge=1, description="Denoising steps of class and validation images."
     )
     guidance_scale: float = Field(7.5, ge=0, description="Guidance of class/validation images.")
-    sample_batch_size: int = Field(4, ge=1, description="Class images generated per batch.")
+    sample_batch_size: int = Field(
+        4, ge=1, description="Class images denoised together (one UNet call per step for all)."
+    )
     deterministic: bool = Field(
         False,
         description="Deterministic GPU kernels (slower). CUDA's fastest kernels sum in varying "
@@ -205,6 +218,15 @@ class DreamBoothConfig(BaseModel):
     def _prior_needs_class_prompt(self) -> DreamBoothConfig:
         if self.with_prior_preservation and not self.class_prompt:
             raise ValueError("with_prior_preservation needs class_prompt")
+        return self
+
+    @model_validator(mode="after")
+    def _one_adam(self) -> DreamBoothConfig:
+        if self.fused_adam and self.use_8bit_adam:
+            raise ValueError(
+                "fused_adam and use_8bit_adam exclude each other (bitsandbytes' 8-bit AdamW has "
+                "kernels of its own): drop one"
+            )
         return self
 
     @property
@@ -240,6 +262,11 @@ class TrainingCard(BaseModel):
     device: str
     num_processes: int
     outputs: dict[str, str] = Field(description="Single-file and LoRA files -> sha256.")
+    engine: dict[str, bool] = Field(
+        default_factory=dict,
+        description="How the steps ran, the config's defaults resolved for the device: "
+        "fused_adam, compile_unet.",
+    )
     tool_versions: dict[str, str]
 
 
@@ -347,6 +374,86 @@ def rare_token_warning(instance_prompt: str, class_prompt: str | None) -> str | 
     )
 
 
+@dataclass(frozen=True)
+class Engine:
+    """How the optimizer step and the UNet run: `fused_adam` and `compile_unet` resolved for
+    the device (`choose_engine`)."""
+
+    fused_adam: bool
+    compile_unet: bool
+    note: str | None = None  # why a default was not taken, for the user
+
+
+def choose_engine(
+    config: DreamBoothConfig,
+    device_type: str,
+    *,
+    inductor_problem: Callable[[str], str | None] | None = None,
+) -> Engine:
+    """`fused_adam` and `compile_unet` for a run on `device_type` ("cuda", "cpu", ...): what the
+    config says, its defaults (None) resolved, or an error for what the device cannot do.
+
+    The issue's H100 reference (SD 1.5 architecture, 512 px): a plain AdamW loop 0.201 s/step,
+    fused AdamW 0.153, fused + compiled UNet 0.111, so both are on by default where they run.
+    Fused AdamW is on on the CPU too: on tiny-sd's UNet (2 cores) its step took 7 ms against
+    173 ms for the default per-parameter loop and 26 ms for foreach, and a killed and resumed CPU
+    run still equals an unbroken one bit for bit (tests/test_train_dreambooth.py). Compiling is
+    off on the CPU by default: inductor spends minutes compiling the UNet's forward and backward
+    there, longer than a short CPU run trains.
+    """
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    # The device list AdamW(fused=True) itself checks the parameters against.
+    fused_devices = _get_fused_kernels_supported_devices()
+    if config.fused_adam and device_type not in fused_devices:
+        raise DreamBoothError(
+            f"fused_adam: this torch has no fused AdamW kernel for {device_type} (it has one "
+            f"for {', '.join(fused_devices)}).",
+            hint="drop fused_adam (the default uses it wherever it exists).",
+        )
+    fused = (
+        config.fused_adam
+        if config.fused_adam is not None
+        else not config.use_8bit_adam and device_type in fused_devices
+    )
+    wanted = config.compile_unet if config.compile_unet is not None else device_type == "cuda"
+    if not wanted:
+        return Engine(fused_adam=fused, compile_unet=False)
+    problem = (inductor_problem or _inductor_problem)(device_type)
+    if problem is None:
+        return Engine(fused_adam=fused, compile_unet=True)
+    if config.compile_unet:
+        raise DreamBoothError(
+            f"compile_unet: torch.compile's inductor backend cannot build for {device_type} "
+            f"here ({problem}).",
+            hint="set compile_unet false, or install what it lacks.",
+        )
+    return Engine(
+        fused_adam=fused,
+        compile_unet=False,
+        note=f"the UNet runs uncompiled: inductor cannot build for {device_type} here ({problem})",
+    )
+
+
+def _inductor_problem(device_type: str) -> str | None:
+    """Why inductor (torch.compile's default backend) cannot generate code for the device, or
+    None: it compiles C++ for the CPU and Triton kernels for CUDA."""
+    if device_type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        try:
+            get_cpp_compiler()
+        except InvalidCxxCompiler as exc:
+            return f"no working C++ compiler: {exc}"
+        return None
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "the triton package is missing or finds no GPU"
+    return None
+
+
 def train(
     config: DreamBoothConfig, *, resume: str | None = None, reporter: Reporter | None = None
 ) -> TrainingResult:
@@ -361,6 +468,7 @@ def train(
         accelerator = _accelerator(config)  # writes nothing until trackers start
         say = (reporter or Reporter()) if accelerator.is_main_process else _Quiet()
         _check_device(config, accelerator.device)
+        engine = choose_engine(config, accelerator.device.type)
         instance = load_examples(config.instance_dir, "instance", config.resolution)
         checkpoint = None
         if resume is not None:
@@ -370,13 +478,14 @@ def train(
         for warning in (
             instance.skipped_warning,
             rare_token_warning(config.instance_prompt, config.class_prompt),
+            engine.note,
         ):
             if warning:
                 say.warn(warning)
         parts = _load_base(config)
         if checkpoint is not None:
             _check_same_base(parts.source.sha256, marker, checkpoint)
-        return _Run(config, accelerator, parts, instance, say, started).run(checkpoint)
+        return _Run(config, accelerator, parts, instance, say, started, engine).run(checkpoint)
 
 
 @contextmanager
@@ -408,6 +517,10 @@ def _accelerator(config: DreamBoothConfig):
         ),
         # The data order is a function of seed and epoch: nothing to save, same on resume.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        # compile_unet alone decides what is compiled: accelerate's dynamo_backend (say, from an
+        # `accelerate config` file) would compile every prepared model, the text encoder too,
+        # and save the compiled wrappers' `_orig_mod.` keys in checkpoints.
+        dynamo_backend="no",
     )
 
 
@@ -502,11 +615,18 @@ class _Run:
     """One training run: set-up, the step loop, checkpoints, outputs."""
 
     def __init__(
-        self, config: DreamBoothConfig, accelerator, parts, instance, say: Reporter, started: float
+        self,
+        config: DreamBoothConfig,
+        accelerator,
+        parts,
+        instance,
+        say: Reporter,
+        started: float,
+        engine: Engine,
     ):
         self.config, self.accelerator, self.parts = config, accelerator, parts
         self.instance, self.say = instance, say
-        self.started = started
+        self.started, self.engine = started, engine
         self.step_seconds: list[float] = []
         self.class_examples = None  # decoded class images, with prior preservation
 
@@ -641,6 +761,7 @@ class _Run:
             betas=ADAM_BETAS,
             weight_decay=ADAM_WEIGHT_DECAY,
             eps=ADAM_EPSILON,
+            **({"fused": True} if self.engine.fused_adam else {}),
         )
         loader = DataLoader(
             DreamBoothDataset(self.instance, self.class_examples),
@@ -665,6 +786,10 @@ class _Run:
             )
             text_encoder.to(self.device)
         vae.to(self.device)
+        # The steps call the compiled UNet; everything else (accumulation, checkpoints, the
+        # outputs) holds the prepared module it wraps and shares parameters with, so no
+        # compiled wrapper's `_orig_mod.` key reaches a checkpoint or an output.
+        self.unet_forward = torch.compile(unet) if self.engine.compile_unet else unet
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.optimizer, self.loader, self.lr_scheduler = optimizer, loader, lr_scheduler
         self.trained = [unet, text_encoder] if config.train_text_encoder else [unet]
@@ -785,7 +910,7 @@ class _Run:
             if config.prior_preservation:
                 hidden.append(self.class_embeddings.expand(count, -1, -1))
             hidden = torch.cat(hidden)
-        prediction = self.unet(noisy, timesteps, hidden, return_dict=False)[0].float()
+        prediction = self.unet_forward(noisy, timesteps, hidden, return_dict=False)[0].float()
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -948,6 +1073,10 @@ class _Run:
             device=str(self.device),
             num_processes=self.accelerator.num_processes,
             outputs={path.name: hash_file(path) for path in outputs.values()},
+            engine={
+                "fused_adam": self.engine.fused_adam,
+                "compile_unet": self.engine.compile_unet,
+            },
             tool_versions=_tool_versions(),
         )
 
