@@ -31,11 +31,13 @@ from edgekit.cli._common import configure_logging
 from edgekit.export import export_for_target
 from edgekit.preprocess import preprocess
 from edgekit.quant.calibration import image_calibration
-from edgekit.quant.plan import load_plan
 from edgekit.validate import sqnr_db
 
 RESULTS = Path(__file__).parent / "results"
-PLANS = ("fp32", "int8", "mixed")
+# `attention-float`: `mixed` with the attention blocks fp32 whole (what `mixed` was before its
+# attention projections became int8-dynamic): the size it costs and the fidelity it buys.
+ATTENTION_FLOAT = "attention-float"
+PLANS = ("fp32", "int8", "mixed", ATTENTION_FLOAT)
 FORMATS = ("onnx", "executorch", "tflite", "coreml")
 # Crops per photo: the full frame and four overlapping corners, so each photo gives five
 # different views (framing changes the logits as much as a different photo of a random model).
@@ -203,27 +205,41 @@ def main() -> None:
 
 
 def _plan(format_name: str, plan_name: str, loaded: models.LoadedModel):
-    """The plan measured as `plan_name` on `format_name`. Core ML's int8 here is int8 weights
-    (its static W8A8 calibration needs a Core ML runtime, i.e. macOS), and its mixed keeps what
-    `mixed` keeps float at fp16, the profile's float precision."""
+    """The plan measured as `plan_name` on `format_name`: a named plan as the export builds it
+    for that target, or `attention-float` (`mixed` with the attention blocks kept fp32 whole).
+    Core ML's static int8 layers are int8 weights here (its W8A8 calibration needs a Core ML
+    runtime, i.e. macOS), and what a plan keeps float is fp16, the profile's float precision."""
     from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
 
     if plan_name == "fp32":
         return None
+    precisions = exporters.get(format_name).layer_precisions
+    plan = named_plan(
+        "mixed" if plan_name == ATTENTION_FLOAT else plan_name, loaded.module, precisions
+    )
+    if plan_name == ATTENTION_FLOAT:
+        plan = QuantPlan(
+            name=ATTENTION_FLOAT,
+            default=plan.default,
+            overrides=dict.fromkeys(plan.overrides, LayerPrecision.FP32),
+        )
     if format_name != "coreml":
-        return load_plan(plan_name, loaded.module)
-    keep = named_plan("mixed", loaded.module).overrides if plan_name == "mixed" else {}
+        return plan
+    as_coreml = {
+        LayerPrecision.INT8: LayerPrecision.INT8_WEIGHT,
+        LayerPrecision.FP32: LayerPrecision.FP16,
+    }
     return QuantPlan(
         name=plan_name,
-        default=LayerPrecision.INT8_WEIGHT,
-        overrides=dict.fromkeys(keep, LayerPrecision.FP16),
+        default=as_coreml.get(plan.default, plan.default),
+        overrides={path: as_coreml.get(p, p) for path, p in plan.overrides.items()},
     )
 
 
 def _markdown(preset: str, report, rows: list[dict]) -> str:
     machine = report.machine
     lines = [
-        f"# {preset}: fp32 vs int8 vs mixed per target",
+        f"# {preset}: fp32 vs int8 vs mixed (vs attention-float) per target",
         "",
         f"{machine.processor}, {machine.cpu_count} cores, {report.settings['threads']} threads; "
         f"{report.settings['rounds']} interleaved rounds x >= {report.settings['min_runs']} runs. "
@@ -248,6 +264,12 @@ def _markdown(preset: str, report, rows: list[dict]) -> str:
             f"{row.get('median_ms', '-')} | {row.get('speedup_vs_fp32', '-')} |"
         )
     lines += [
+        "",
+        "Plans: `int8` every conv/linear layer static int8; `mixed` (edgekit's named default) "
+        "convolutions and feed-forward layers static int8, attention projections int8-dynamic "
+        "(int8 weights, activations quantized per run; int8-weight on Core ML), attention "
+        "products and norms float; `attention-float` the same with the attention blocks fp32 "
+        "whole. Attention products (Q K^T, softmax V) are float in every plan.",
         "",
         f"Evaluation: {rows[0].get('images', '?')} crops of photos not used for calibration. "
         "Speed vs fp32: median over rounds of fp32 median / variant median, same format; above 1 "

@@ -113,7 +113,9 @@ def export_artifact(
         components = model.components
     else:
         components = {model.source.component or SINGLE_COMPONENT: model}
-    specs = _component_specs(components, plan, precision, calibration or {})
+    specs = _component_specs(
+        components, plan, precision, calibration or {}, exporter.layer_precisions
+    )
     for component_name, component in components.items():
         reason = exporters.unsupported_reason(exporter, component, quant=specs[component_name])
         if reason:
@@ -228,10 +230,12 @@ def _component_specs(
     plan: QuantPlan | str | None,
     precision: str,
     calibration: dict[str, CalibrationInputs],
+    target_precisions: tuple[LayerPrecision, ...],
 ) -> dict[str, QuantSpec]:
     """Each component's plan resolved against its module. A named plan is built for every
-    component from its own structure. A plan file made for one component of a pipeline
-    (`plan.component`, e.g. the UNet) applies to that one; the others stay at `precision`."""
+    component from its own structure and from what the target realizes (`target_precisions`).
+    A plan file made for one component of a pipeline (`plan.component`, e.g. the UNet) applies
+    to that one; the others stay at `precision`."""
     if isinstance(plan, QuantPlan) and plan.component not in (None, *components):
         raise QuantPlanError(
             f"The plan is for the '{plan.component}' component, which this export does not have "
@@ -241,7 +245,7 @@ def _component_specs(
     specs = {}
     for name, component in components.items():
         if isinstance(plan, str):
-            component_plan = named_plan(plan, component.module)
+            component_plan = named_plan(plan, component.module, target_precisions)
         elif plan is not None and plan.component in (None, name):
             component_plan = plan
         else:

@@ -86,6 +86,20 @@ def artifacts_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
+def attention_float_plan(module):
+    """int8 everywhere except the attention blocks and norms, which stay fp32 whole: the plan
+    that keeps attention float (the named `mixed` quantizes the attention projections per run
+    instead; see edgekit.quant.plan)."""
+    from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
+
+    mixed = named_plan("mixed", module)
+    return QuantPlan(
+        name="attention-float",
+        default=LayerPrecision.INT8,
+        overrides=dict.fromkeys(mixed.overrides, LayerPrecision.FP32),
+    )
+
+
 def host_formats() -> list[str]:
     """Formats whose runtime exists on this machine (Core ML runs on macOS only)."""
     from edgekit import exporters

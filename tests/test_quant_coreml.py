@@ -29,6 +29,7 @@ from edgekit.exporters.coreml import LAYER_EVIDENCE, CoreMLExporter, layer_weigh
 from edgekit.quant.calibration import synthetic_calibration
 from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan, quantizable_layers
 from edgekit.quant.spec import check_realized, quant_spec
+from tests.conftest import attention_float_plan
 
 P = LayerPrecision
 ON_MACOS = sys.platform == "darwin"
@@ -231,7 +232,7 @@ def test_int8_activations_are_refused_off_macos(mobilevit, tmp_path):
             mobilevit,
             "coreml",
             tmp_path,
-            plan=named_plan("mixed", mobilevit.module),
+            plan="mixed",
             calibration={"model": synthetic_calibration(mobilevit)},
         )
     # Spelled out, not imported, so a reworded message fails the test.
@@ -511,8 +512,8 @@ def test_int8_activations_are_realized_with_planted_ranges(mobilevit, tmp_path, 
 
     monkeypatch.setattr(coreml, "_can_calibrate_activations", lambda: True)
     monkeypatch.setattr(ptq, "_get_activation_calibration_stats", planted_ranges)
-    # Named `mixed` (int8, attention fp32), one conv int8-weight right after an int8 conv.
-    mixed = named_plan("mixed", mobilevit.module)
+    # int8 with attention fp32, one conv int8-weight right after an int8 conv.
+    mixed = attention_float_plan(mobilevit.module)
     weight_only = "mobilevit.encoder.layer.0.layer.0.reduce_1x1.convolution"
     plan = mixed.model_copy(update={"overrides": {**mixed.overrides, weight_only: P.INT8_WEIGHT}})
     manifest = export_plan(mobilevit, plan, tmp_path, "w8a8")

@@ -23,6 +23,7 @@ from edgekit.models.base import LoadedModel, SourceInfo, TensorSpec
 from edgekit.quant.calibration import synthetic_calibration
 from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
 from edgekit.quant.spec import check_realized, quant_spec
+from tests.conftest import attention_float_plan
 
 INT8, FP32, DYNAMIC = LayerPrecision.INT8, LayerPrecision.FP32, LayerPrecision.INT8_DYNAMIC
 INT8_WEIGHT = LayerPrecision.INT8_WEIGHT
@@ -50,9 +51,9 @@ def int8_export(mobilevit, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed_export(mobilevit, tmp_path_factory):
-    plan = named_plan("mixed", mobilevit.module)
-    return _export(mobilevit, tmp_path_factory.mktemp("mixed"), plan)
+def attention_float_export(mobilevit, tmp_path_factory):
+    plan = attention_float_plan(mobilevit.module)
+    return _export(mobilevit, tmp_path_factory.mktemp("attention-float"), plan)
 
 
 @pytest.mark.slow  # one more ExecuTorch int8 lowering (minutes); mixed and planted tests cover int8
@@ -73,8 +74,8 @@ def test_int8_realizes_every_layer_in_int8_and_shrinks_the_file(int8_export, fp3
     assert component.size_bytes < fp32_manifest.component().size_bytes
 
 
-def test_mixed_keeps_attention_float_and_quantizes_the_rest(mixed_export):
-    _, manifest = mixed_export
+def test_attention_kept_float_and_the_rest_quantized(attention_float_export):
+    _, manifest = attention_float_export
     component = manifest.component()
     layers = component.quant.layers
     attention = {p: e.realized for p, e in layers.items() if ".attention." in p}
@@ -106,8 +107,8 @@ def test_a_skipped_float_override_is_caught_in_the_file(mobilevit, tmp_path, mon
     assert check.status == "failed" and len(check.failures) == 4  # query, key, value, output
 
 
-def test_the_layer_map_is_bound_to_its_program(mixed_export, fp32_export, tmp_path):
-    folder, manifest = mixed_export
+def test_the_layer_map_is_bound_to_its_program(attention_float_export, fp32_export, tmp_path):
+    folder, manifest = attention_float_export
     spec = quant_spec(manifest.quant_plan, models.load("tiny-mobilevit").module)
     shutil.copy(fp32_export[0] / "model.pte", tmp_path / "model.pte")
     shutil.copy(folder / "model.layers.json", tmp_path / "model.layers.json")

@@ -21,8 +21,9 @@ from edgekit.export import export_artifact
 from edgekit.exporters import onnx as onnx_exporter
 from edgekit.exporters.onnx import LAYER_KEY, OnnxExporter, _CalibrationReader
 from edgekit.quant.calibration import synthetic_calibration
-from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan
+from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan, quantizable_layers
 from edgekit.quant.spec import check_realized, quant_spec
+from tests.conftest import attention_float_plan
 
 P = LayerPrecision
 STEM = "mobilevit.conv_stem.convolution"
@@ -70,15 +71,16 @@ def export_plan(model, plan: QuantPlan, out: Path, name: str, calibration=None) 
 def artifacts(mobilevit, tmp_path_factory):
     out = tmp_path_factory.mktemp("quant-onnx")
     counting = CountingCalibration(mobilevit)
+    plans = {
+        name: named_plan(name, mobilevit.module, OnnxExporter.layer_precisions)
+        for name in ("fp32", "int8", "mixed", "int8-dynamic")
+    }
+    plans["attention-float"] = attention_float_plan(mobilevit.module)
     manifests = {
         name: export_plan(
-            mobilevit,
-            named_plan(name, mobilevit.module),
-            out,
-            name,
-            calibration=counting if name == "int8" else None,
+            mobilevit, plan, out, name, calibration=counting if name == "int8" else None
         )
-        for name in ("fp32", "int8", "mixed", "int8-dynamic")
+        for name, plan in plans.items()
     }
     return out, manifests, counting
 
@@ -136,21 +138,50 @@ def test_int8_is_static_qdq_calibrated_on_every_input_once(artifacts):
     assert component.verification.numerics_checked
 
 
-def test_mixed_keeps_attention_float_and_convolutions_int8(artifacts):
-    component = artifacts[1]["mixed"].component()
+@pytest.mark.parametrize(
+    ("name", "attention_realized"), [("attention-float", P.FP32), ("mixed", P.INT8_DYNAMIC)]
+)
+def test_attention_layers_realized_as_planned_and_convolutions_int8(
+    artifacts, name, attention_realized
+):
+    component = artifacts[1][name].component()
     layers = component.quant.layers
     attention = {p: e.realized for p, e in layers.items() if ".attention." in p}
     convolutions = {p: e.realized for p, e in layers.items() if p.endswith(".convolution")}
-    assert len(attention) == 36 and set(attention.values()) == {P.FP32}
+    assert len(attention) == 36 and set(attention.values()) == {attention_realized}
     assert len(convolutions) == 35 and set(convolutions.values()) == {P.INT8}
     assert component.quant.status == "passed"
     assert component.verification.numerics_checked
 
 
-@pytest.mark.parametrize(("name", "rounded"), [("mixed", False), ("int8", True)])
+def test_mixed_stores_attention_weights_in_int8_and_attention_float_does_not(artifacts):
+    """`mixed` holds every weight in int8 (the attention projections' too), so it stores about as
+    many float numbers as all-int8 (biases, scales); the attention-float plan keeps the
+    projections' weights fp32."""
+
+    def float_values(name: str) -> int:
+        graph = onnx.load(str(model_file(artifacts, name))).graph
+        floats = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+        return sum(int(np.prod(i.dims)) for i in floats)
+
+    attention = [
+        layer
+        for path, layer in quantizable_layers(models.load("tiny-mobilevit").module).items()
+        if ".attention." in path
+    ]
+    weights = sum(layer.weight.numel() for layer in attention)
+    # Dynamic layers keep their biases (and weight scales) float, static int8 ones int32.
+    assert float_values("mixed") - float_values("int8") < weights / 10
+    assert float_values("attention-float") >= float_values("int8") + weights
+
+
+@pytest.mark.parametrize(
+    ("name", "rounded"), [("attention-float", False), ("mixed", False), ("int8", True)]
+)
 def test_a_float_attention_scope_gets_no_int8_rounding_at_all(artifacts, name, rounded):
     """Excluding only an attention MatMul still quantizes the Transposes and Softmax feeding it:
-    under `mixed` no op traced inside an attention module reads a dequantized tensor."""
+    with the attention layers float (or quantized per run, as `mixed` does), no op traced inside
+    an attention module reads a statically dequantized tensor."""
     graph = onnx.load(str(model_file(artifacts, name))).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
     inside = [
@@ -165,7 +196,7 @@ def test_a_float_attention_scope_gets_no_int8_rounding_at_all(artifacts, name, r
 
 
 def test_int8_and_mixed_pass_numeric_verification(artifacts):
-    for plan in ("int8", "mixed"):
+    for plan in ("int8", "mixed", "attention-float"):
         component = artifacts[1][plan].component()
         assert component.verification.status == "passed", component.verification.message
 

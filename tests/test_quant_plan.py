@@ -22,6 +22,7 @@ from edgekit.quant.plan import (
     resolve,
 )
 
+P = LayerPrecision
 runner = CliRunner()
 
 
@@ -49,14 +50,28 @@ def test_longest_matching_override_wins():
     assert QuantPlan(default=LayerPrecision.FP16).uniform_precision == LayerPrecision.FP16
 
 
-def test_mixed_keeps_attention_and_norms_float_and_quantizes_the_rest(mobilevit):
-    plan = named_plan("mixed", mobilevit.module)
-    layers = resolve(plan, mobilevit.module)
-    attention = {p: v for p, v in layers.items() if ".attention." in p}
-    assert attention and set(attention.values()) == {LayerPrecision.FP32}
-    convolutions = {p: v for p, v in layers.items() if p.endswith(".convolution")}
-    assert set(convolutions.values()) == {LayerPrecision.INT8}
-    assert any(key.endswith("layernorm") for key in plan.overrides)
+def test_mixed_quantizes_attention_projections_per_run_and_keeps_norms_float(mobilevit):
+    """`mixed`: convolutions and feed-forward layers static int8; the attention projections
+    int8-dynamic where the target has it, int8-weight where it has only that (Core ML), fp32
+    where it has neither; norms named fp32."""
+    from edgekit import exporters
+
+    def attention_and_rest(target_precisions):
+        plan = named_plan("mixed", mobilevit.module, target_precisions)
+        layers = resolve(plan, mobilevit.module)
+        attention = {v for p, v in layers.items() if ".attention." in p}
+        rest = {v for p, v in layers.items() if ".attention." not in p}
+        assert sum(".attention." in p for p in layers) == 36
+        assert any(key.endswith("layernorm") for key in plan.overrides)
+        return attention, rest
+
+    for target in ("onnx", "executorch", "tflite"):
+        precisions = exporters.get(target).layer_precisions
+        assert attention_and_rest(precisions) == ({P.INT8_DYNAMIC}, {P.INT8}), target
+    coreml = exporters.get("coreml").layer_precisions
+    assert attention_and_rest(coreml) == ({P.INT8_WEIGHT}, {P.INT8})
+    assert attention_and_rest((P.FP32, P.INT8)) == ({P.FP32}, {P.INT8})
+    assert attention_and_rest(None) == ({P.INT8_DYNAMIC}, {P.INT8})
 
 
 def test_plan_file_round_trips_and_unknown_module_is_named(tmp_path, mobilevit):

@@ -23,13 +23,14 @@ from edgekit.exporters.tflite import TFLiteExporter
 from edgekit.quant.calibration import synthetic_calibration
 from edgekit.quant.plan import LayerPrecision, QuantPlan, named_plan, quantizable_layers
 from edgekit.quant.spec import QuantSpec, check_realized, quant_spec
+from tests.conftest import attention_float_plan
 
 P = LayerPrecision
 STEM = "mobilevit.conv_stem.convolution"
 BLOCK = "mobilevit.encoder.layer.2.transformer.layer.0.attention"
 QUERY = f"{BLOCK}.attention.query"
 LAYER_COUNT = 90  # conv and linear layers of tiny-mobilevit
-PLANS = ("fp32", "int8", "mixed", "int8-dynamic", "int8-weight", "fp16")
+PLANS = ("fp32", "int8", "attention-float", "int8-dynamic", "int8-weight", "fp16")
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,8 @@ class CountingCalibration:
 def plan_named(name: str, module) -> QuantPlan:
     if name == "int8-weight":
         return QuantPlan(name=name, default=P.INT8_WEIGHT)
+    if name == "attention-float":
+        return attention_float_plan(module)
     return named_plan(name, module)
 
 
@@ -204,8 +207,8 @@ def test_dynamic_weight_only_and_fp16_pass_numeric_verification(artifacts):
         assert component.verification.status == "passed", (name, component.verification)
 
 
-def test_mixed_keeps_attention_float_and_convolutions_int8(artifacts):
-    manifest = artifacts[1]["mixed"]
+def test_attention_kept_float_and_convolutions_int8(artifacts):
+    manifest = artifacts[1]["attention-float"]
     component = manifest.component()
     assert component.quant.status == "passed", component.quant.failures
     layers = realized(manifest)
@@ -218,12 +221,12 @@ def test_mixed_keeps_attention_float_and_convolutions_int8(artifacts):
 
 def test_no_op_inside_a_float_attention_block_touches_int8(artifacts, mobilevit):
     """Not only the attention's Linear layers: its matmuls, softmax and reshapes see no int8
-    tensor in the mixed artifact, while the block's layers are int8 in the all-int8 one. (The
-    QUANTIZE op the quantizer adds for the int8 residual add after the block is named after the
-    block's float output; it belongs to the int8 consumer.)"""
+    tensor in the attention-float artifact, while the block's layers are int8 in the all-int8
+    one. (The QUANTIZE op the quantizer adds for the int8 residual add after the block is named
+    after the block's float output; it belongs to the int8 consumer.)"""
     from ai_edge_litert import schema_py_generated as schema
 
-    spec = quant_spec(named_plan("mixed", mobilevit.module), mobilevit.module)
+    spec = quant_spec(attention_float_plan(mobilevit.module), mobilevit.module)
     block = tflite._module_path(spec, BLOCK, tflite.module_types(mobilevit.module))
 
     def int8_ops_in_block(path: Path) -> tuple[int, int]:
@@ -250,7 +253,7 @@ def test_no_op_inside_a_float_attention_block_touches_int8(artifacts, mobilevit)
             rounded += any(t.Type() == schema.TensorType.INT8 for t in tensors)
         return inside, rounded
 
-    inside, rounded = int8_ops_in_block(model_file(artifacts, "mixed"))
+    inside, rounded = int8_ops_in_block(model_file(artifacts, "attention-float"))
     assert inside >= 15 and rounded == 0
     # `int8` keeps the attention products (and the ops feeding them) float too, as every named
     # plan does: only the block's own Linear layers touch int8 there.
@@ -258,15 +261,15 @@ def test_no_op_inside_a_float_attention_block_touches_int8(artifacts, mobilevit)
     assert inside >= 15 and 0 < rounded < 5
 
 
-def test_int8_and_mixed_pass_numeric_verification(artifacts):
-    for plan in ("int8", "mixed"):
+def test_int8_and_attention_float_pass_numeric_verification(artifacts):
+    for plan in ("int8", "attention-float"):
         component = artifacts[1][plan].component()
         assert component.verification.status == "passed", component.verification.message
 
 
 def test_quantized_files_are_smaller_than_fp32(artifacts):
     sizes = {name: m.component().size_bytes for name, m in artifacts[1].items()}
-    for name in ("int8", "mixed", "int8-dynamic", "int8-weight", "fp16"):
+    for name in ("int8", "attention-float", "int8-dynamic", "int8-weight", "fp16"):
         assert sizes[name] < sizes["fp32"], (name, sizes)
 
 
@@ -312,7 +315,7 @@ def test_a_recipe_that_misses_the_float_layers_fails_the_export(
             mobilevit,
             "tflite",
             tmp_path,
-            plan=named_plan("mixed", mobilevit.module),
+            plan=attention_float_plan(mobilevit.module),
             name="planted",
             calibration={"model": synthetic_calibration(mobilevit, count=4)},
         )
@@ -357,7 +360,7 @@ class SpecWithClasses(QuantSpec):
 
 
 def test_read_back_with_class_names_finds_the_same_layers(artifacts, mobilevit):
-    plan = named_plan("mixed", mobilevit.module)
+    plan = attention_float_plan(mobilevit.module)
     plain = quant_spec(plan, mobilevit.module)
     with_classes = SpecWithClasses(
         plan=plan,
@@ -365,9 +368,9 @@ def test_read_back_with_class_names_finds_the_same_layers(artifacts, mobilevit):
         module_prefix=plain.module_prefix,
         module_types=tflite.module_types(mobilevit.module),
     )
-    path = model_file(artifacts, "mixed")
+    path = model_file(artifacts, "attention-float")
     read = TFLiteExporter().read_layer_precisions(path, with_classes)
-    assert read == realized(artifacts[1]["mixed"]) == plain.layers
+    assert read == realized(artifacts[1]["attention-float"]) == plain.layers
 
 
 def test_static_int8_without_calibration_is_refused_before_converting(

@@ -61,8 +61,9 @@ def export(
     quant: str | None = typer.Option(
         None,
         "--quant",
-        help="Quantization plan: fp32, fp16, int8, int8-dynamic, int8-weight, mixed (convolutions "
-        "int8, attention and norms float), or a plan .json from `edgekit quantize plan` (default "
+        help="Quantization plan: fp32, fp16, int8, int8-dynamic, int8-weight, int4-weight, mixed "
+        "(convolutions int8, attention projections int8-dynamic, attention products and norms "
+        "float), or a plan .json from `edgekit quantize plan` (default "
         "precision + per-module overrides). Default: the target profile's plan or precision.",
     ),
     calib: Path | None = typer.Option(

@@ -20,9 +20,21 @@ BATCH_MATMUL), at the cost of the most rounding-sensitive arithmetic of the mode
 probabilities in 256 levels).
 
 Named plans are plans too, built from the model's structure, not special cases elsewhere:
-`fp32`, `fp16`, `int8`, `int8-dynamic`, `int8-weight`, `int4-weight`, and `mixed` (convolutions
-and linear layers int8; attention blocks and normalization layers kept fp32, as the layers most
-sensitive to rounding). Every named plan keeps the attention products float, `int8` included:
+`fp32`, `fp16`, `int8`, `int8-dynamic`, `int8-weight`, `int4-weight`, and `mixed`:
+- convolutions and feed-forward linear layers int8 (weights and activations, ranges from
+  calibration);
+- the attention blocks' projections (query, key, value, output) with int8 weights and their
+  activations quantized per run (`int8-dynamic`): an attention block's inputs come out of a
+  LayerNorm and a residual sum whose range moves from image to image, which one calibrated range
+  serves worse. On a target without per-run quantization (Core ML) they get int8 weights computed
+  in float (`int8-weight`); on one with neither, fp32;
+- the attention arithmetic (Q K^T, softmax, V products) and normalization layers float.
+So `mixed` is as small as `int8` (weights are int8 everywhere) while keeping float what rounds
+worst. On mobilevit-small it matched or beat all-int8's SQNR on ONNX Runtime, ExecuTorch and
+LiteRT and ran faster than fp32 on each (benchmarks/results/quantization-mobilevit-small-*).
+A plan that keeps the attention blocks wholly float is a plan file (`"overrides": {block: "fp32"}`),
+or what `edgekit quantize plan` picks when the analysis finds them sensitive.
+Every named plan keeps the attention products float, `int8` included:
 they are what int8 hurts most, they hold no weights to shrink, and two of the four targets'
 quantizers (XNNPACK's, coremltools') cannot quantize them, so `--quant int8` means the same
 realized precision on every target. A plan file (hand-written, or `edgekit quantize plan
@@ -33,6 +45,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -227,15 +240,35 @@ def product_blocks(module: nn.Module) -> list[str]:
     return [b for b in blocks if not any(o.startswith(b + ".") for o in blocks)]
 
 
-def named_plan(name: str, module: nn.Module) -> QuantPlan:
-    """A named plan for `module`: uniform ones, or `mixed`, derived from its structure."""
+# What `mixed` gives the attention blocks' projections: the first of these the target realizes.
+MIXED_ATTENTION_PRECISIONS = (
+    LayerPrecision.INT8_DYNAMIC,
+    LayerPrecision.INT8_WEIGHT,
+    LayerPrecision.FP32,
+)
+
+
+def named_plan(
+    name: str, module: nn.Module, target_precisions: Collection[LayerPrecision] | None = None
+) -> QuantPlan:
+    """A named plan for `module`: uniform ones, or `mixed`, derived from its structure.
+
+    `target_precisions` (an exporter's `layer_precisions`) lets `mixed` pick what the target
+    realizes for the attention projections; without it (analysis, planning) `mixed` is written
+    as ONNX Runtime, ExecuTorch and LiteRT realize it."""
     if name in {"fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight"}:
         return QuantPlan(name=name, default=LayerPrecision(name))
     if name == "mixed":
+        available = set(target_precisions or MIXED_ATTENTION_PRECISIONS)
+        attention = next(p for p in MIXED_ATTENTION_PRECISIONS if p in available)
+        attention_blocks, norms = _attention_blocks_and_norms(module)
         return QuantPlan(
             name="mixed",
             default=LayerPrecision.INT8,
-            overrides=dict.fromkeys(_sensitive_modules(module), LayerPrecision.FP32),
+            overrides={
+                **dict.fromkeys(attention_blocks, attention),
+                **dict.fromkeys(norms, LayerPrecision.FP32),
+            },
         )
     raise QuantPlanError(
         f"'{name}' is neither a named plan nor a plan file.",
@@ -251,18 +284,22 @@ def is_attention(module: nn.Module) -> bool:
     return "attention" in type(module).__name__.lower() or isinstance(module, nn.MultiheadAttention)
 
 
-def _sensitive_modules(module: nn.Module) -> list[str]:
-    """Outermost attention blocks and every normalization layer: the layers rounding hurts most
-    (softmax over int8 scores, statistics of tiny variances), so `mixed` keeps them float."""
+def _attention_blocks_and_norms(module: nn.Module) -> tuple[list[str], list[str]]:
+    """The outermost attention blocks, and the normalization layers outside them: the parts of
+    a model rounding hurts most (softmax over rounded scores, statistics of tiny variances)."""
     from torch import nn
 
     norms = (nn.LayerNorm, nn.GroupNorm)
-    chosen: list[str] = []
+    blocks: list[str] = []
+    other_norms: list[str] = []
     for path, layer in user_root(module).named_modules():
-        inside_chosen = any(path.startswith(p + ".") for p in chosen)
-        if path and (is_attention(layer) or isinstance(layer, norms)) and not inside_chosen:
-            chosen.append(path)
-    return chosen
+        if not path or any(path.startswith(b + ".") for b in blocks):
+            continue
+        if is_attention(layer):
+            blocks.append(path)
+        elif isinstance(layer, norms):
+            other_norms.append(path)
+    return blocks, other_norms
 
 
 def load_plan(value: str, module: nn.Module) -> QuantPlan:
