@@ -94,8 +94,7 @@ def test_a_corrupted_convolution_is_named(fmt, mobilevit_artifacts, tmp_path):
     if fmt == "onnx":
         _break_onnx_conv(artifact, BROKEN_MODULE)
     else:
-        _break_tflite_conv(artifact, "MobileViTLayer_2/transformers.models.mobilevit."
-                           "modeling_mobilevit.MobileViTConvLayer_conv_kxk")  # fmt: skip
+        _break_tflite_conv(artifact, "MobileViTLayer_2/MobileViTConvLayer_conv_kxk")
     [result] = localize(artifact)
     assert result.first_jump is not None, [(x.module, x.sqnr_db) for x in result.layers]
     assert result.first_jump.module.startswith(BROKEN_MODULE)

@@ -603,6 +603,51 @@ def test_class_names_tell_look_alike_list_items_apart():
     assert found == {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
 
 
+def test_short_names_and_litert_torch_s_qualified_names_find_the_same_layers():
+    """edgekit writes `Class_attr` segments; files from before (or from litert-torch directly)
+    carry `package.module.Class_attr`. With class names known, both spellings match."""
+    types = {
+        "": ROOT,
+        "model": "m.Model",
+        "model.down_blocks": "torch.nn.modules.container.ModuleList",
+        "model.down_blocks.0": "d.DownBlock",
+        "model.down_blocks.0.conv": "c.Conv2d",
+        "model.up_blocks": "torch.nn.modules.container.ModuleList",
+        "model.up_blocks.0": "u.UpBlock",
+        "model.up_blocks.0.conv": "c.Conv2d",
+    }
+    spec = spec_of("down_blocks.0.conv", "up_blocks.0.conv")
+    qualified = [
+        op("CONV_2D", location("d.DownBlock_0", "c.Conv2d_conv")),
+        op("CONV_2D", location("u.UpBlock_0", "c.Conv2d_conv")),
+    ]
+    short = [
+        op("CONV_2D", tflite.short_tensor_name(location("d.DownBlock_0", "c.Conv2d_conv"))),
+        op("CONV_2D", tflite.short_tensor_name(location("u.UpBlock_0", "c.Conv2d_conv"))),
+    ]
+    assert short[0].locations == (("Wrapper", "Model_model", "DownBlock_0", "Conv2d_conv"),)
+    expected = {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
+    assert tflite._layer_ops(qualified, spec, types) == expected
+    assert tflite._layer_ops(short, spec, types) == expected
+
+
+def test_exported_tensor_names_carry_no_python_modules(artifacts):
+    """The written file's module stacks are `Class_attr` only (the bytes saved are recorded),
+    and its layers still read back by them (the plan check passed)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    manifest = artifacts[1]["int8"]
+    component = manifest.component()
+    assert component.quant.status == "passed"
+    assert component.export.details["tensor_name_bytes_saved"] > 0
+    model = schema.Model.GetRootAs(model_file(artifacts, "int8").read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
+    stacks = [n for n in names if ";" in n]
+    assert stacks and not [n for n in stacks if "transformers.models" in n or "torch.nn" in n]
+    assert any("MobileViTConvLayer_conv_stem" in n for n in stacks)
+
+
 def test_an_op_no_name_tells_apart_stays_unassigned():
     both = (location("l.Linear_a"), location("l.Linear_b"))
     found = tflite._layer_ops([op("FULLY_CONNECTED", *both)] * 2, spec_of("a", "b"), NO_CLASSES)

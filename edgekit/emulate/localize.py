@@ -41,6 +41,7 @@ import numpy as np
 
 from edgekit.artifact import ComponentManifest, Manifest, now_utc, read_manifest, write_text_atomic
 from edgekit.errors import EdgekitError
+from edgekit.exporters.tflite import short_class_name, short_tensor_name
 from edgekit.validate import sqnr_db
 
 LOCALIZE_FILE = "localize.json"
@@ -228,16 +229,17 @@ def run_onnx_probe(probe_path: Path, input_sets, output_names, threads=1):
 
 
 def tflite_scope_names(module, called: set[str]) -> dict[str, str]:
-    """litert-torch's tensor-name prefix for each module path: the stack of `pkg.Class_attr`
-    segments of the modules whose forward ran. Containers without a forward (ModuleList) and
-    modules only reached through another method (diffusers' `vae.decode` calls `vae.decoder`,
-    never `vae.forward`) leave no segment of their own."""
+    """litert-torch's tensor-name prefix for each module path: the stack of `Class_attr`
+    segments of the modules whose forward ran (as edgekit's exporter shortens them; files with
+    litert-torch's qualified `pkg.Class_attr` are shortened on reading). Containers without a
+    forward (ModuleList) and modules only reached through another method (diffusers'
+    `vae.decode` calls `vae.decoder`, never `vae.forward`) leave no segment of their own."""
     import torch
 
     def segment(mod, attr):
-        return f"{type(mod).__module__}.{type(mod).__qualname__}_{attr}"
+        return short_class_name(f"{type(mod).__qualname__}_{attr}")
 
-    root = f"{type(module).__module__}.{type(module).__qualname__}"
+    root = short_class_name(type(module).__qualname__)
     names: dict[str, str] = {}
     stack: dict[str, str] = {"": root}
     for path, sub in module.named_modules():
@@ -269,7 +271,8 @@ def tflite_module_tensors(model_path: Path, module, called: set[str]) -> dict[st
             if index < 0:
                 continue
             name = subgraph.tensors[index].name
-            scope = _tensor_scope(name.decode() if isinstance(name, bytes) else name)
+            name = name.decode() if isinstance(name, bytes) else name
+            scope = _tensor_scope(short_tensor_name(name))
             if scope:
                 by_scope[scope] = index  # last writer wins: the scope's output
     position = _op_order(subgraph)
