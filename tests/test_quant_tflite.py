@@ -581,6 +581,19 @@ def test_without_class_names_only_an_uncalled_list_may_be_skipped():
     assert not tflite._spells(conv, path_of("blocks.1"), whole=True)
 
 
+# A UNet-like model whose `down_blocks.0` and `up_blocks.0` differ only by class.
+LOOK_ALIKE_TYPES = {
+    "": ROOT,
+    "model": "m.Model",
+    "model.down_blocks": "torch.nn.modules.container.ModuleList",
+    "model.down_blocks.0": "d.DownBlock",
+    "model.down_blocks.0.conv": "c.Conv2d",
+    "model.up_blocks": "torch.nn.modules.container.ModuleList",
+    "model.up_blocks.0": "u.UpBlock",
+    "model.up_blocks.0.conv": "c.Conv2d",
+}
+
+
 def test_class_names_tell_look_alike_list_items_apart():
     """A UNet's `down_blocks.0` and `up_blocks.0` are both `..._0` in tensor names; only their
     classes differ. Without them both layers stay unassigned (missing), never guessed."""
@@ -589,33 +602,13 @@ def test_class_names_tell_look_alike_list_items_apart():
     ops = [op("CONV_2D", down), op("CONV_2D", up)]
     spec = spec_of("down_blocks.0.conv", "up_blocks.0.conv")
     assert tflite._layer_ops(ops, spec, NO_CLASSES) == {}
-    types = {
-        "": ROOT,
-        "model": "m.Model",
-        "model.down_blocks": "torch.nn.modules.container.ModuleList",
-        "model.down_blocks.0": "d.DownBlock",
-        "model.down_blocks.0.conv": "c.Conv2d",
-        "model.up_blocks": "torch.nn.modules.container.ModuleList",
-        "model.up_blocks.0": "u.UpBlock",
-        "model.up_blocks.0.conv": "c.Conv2d",
-    }
-    found = tflite._layer_ops(ops, spec, types)
+    found = tflite._layer_ops(ops, spec, LOOK_ALIKE_TYPES)
     assert found == {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
 
 
 def test_short_names_and_litert_torch_s_qualified_names_find_the_same_layers():
     """edgekit writes `Class_attr` segments; files from before (or from litert-torch directly)
     carry `package.module.Class_attr`. With class names known, both spellings match."""
-    types = {
-        "": ROOT,
-        "model": "m.Model",
-        "model.down_blocks": "torch.nn.modules.container.ModuleList",
-        "model.down_blocks.0": "d.DownBlock",
-        "model.down_blocks.0.conv": "c.Conv2d",
-        "model.up_blocks": "torch.nn.modules.container.ModuleList",
-        "model.up_blocks.0": "u.UpBlock",
-        "model.up_blocks.0.conv": "c.Conv2d",
-    }
     spec = spec_of("down_blocks.0.conv", "up_blocks.0.conv")
     qualified = [
         op("CONV_2D", location("d.DownBlock_0", "c.Conv2d_conv")),
@@ -627,8 +620,8 @@ def test_short_names_and_litert_torch_s_qualified_names_find_the_same_layers():
     ]
     assert short[0].locations == (("Wrapper", "Model_model", "DownBlock_0", "Conv2d_conv"),)
     expected = {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
-    assert tflite._layer_ops(qualified, spec, types) == expected
-    assert tflite._layer_ops(short, spec, types) == expected
+    assert tflite._layer_ops(qualified, spec, LOOK_ALIKE_TYPES) == expected
+    assert tflite._layer_ops(short, spec, LOOK_ALIKE_TYPES) == expected
 
 
 def test_exported_tensor_names_carry_no_python_modules(artifacts):
