@@ -618,7 +618,8 @@ def test_short_names_and_litert_torch_s_qualified_names_find_the_same_layers():
         op("CONV_2D", tflite.short_tensor_name(location("d.DownBlock_0", "c.Conv2d_conv"))),
         op("CONV_2D", tflite.short_tensor_name(location("u.UpBlock_0", "c.Conv2d_conv"))),
     ]
-    assert short[0].locations == (("Wrapper", "Model_model", "DownBlock_0", "Conv2d_conv"),)
+    short_location = ("Wrapper", "Model_model", "DownBlock_0", "Conv2d_conv")
+    assert short[0].locations == qualified[0].locations == (short_location,)
     expected = {"down_blocks.0.conv": [0], "up_blocks.0.conv": [1]}
     assert tflite._layer_ops(qualified, spec, LOOK_ALIKE_TYPES) == expected
     assert tflite._layer_ops(short, spec, LOOK_ALIKE_TYPES) == expected

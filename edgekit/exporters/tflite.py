@@ -501,12 +501,14 @@ def _locations(tensor_name: str) -> list[tuple[str, ...]]:
     `A/B_b/C_c;;A/B_b/D_d;2` -> [(A, B_b, C_c), (A, B_b, D_d)]: each hierarchy (root class,
     then `<class>_<attribute>` per called module) ends with ";", fused ops join theirs, and a
     tensor counter or a quantizer suffix (`;1_dequant`) follows the last ";". Names without ";"
-    (`arith.constant3`, signature tensors) carry no module.
+    (`arith.constant3`, signature tensors) carry no module. Segments come back short
+    (`short_class_name`), whether the file was written with edgekit's short names or with
+    litert-torch's qualified ones, so both compare equal to `_module_path`'s.
     """
     if ";" not in tensor_name:
         return []
     body = tensor_name[: tensor_name.rindex(";")]
-    return [tuple(loc.split("/")) for loc in body.split(";;") if loc]
+    return [tuple(map(short_class_name, loc.split("/"))) for loc in body.split(";;") if loc]
 
 
 @dataclass(frozen=True)
@@ -514,7 +516,8 @@ class _ModulePath:
     """A traced module path as litert-torch's tensor names spell it."""
 
     components: tuple[str, ...]  # attribute names: ("model", "mobilevit", "conv_stem")
-    # `<class>_<attribute>` of the module at each prefix of the path, where classes are known.
+    # `<class>_<attribute>` of the module at each prefix of the path, where classes are known
+    # (short class names, as `_locations` returns them).
     segments: tuple[str, ...] | None
     root: str | None  # the traced module's class, where known
     wrapper_depth: int  # leading components inside edgekit's export wrapper (`model.`)
@@ -533,10 +536,12 @@ def _module_path(quant: QuantSpec, user_path: str, types: dict[str, str]) -> _Mo
     known = "" in types and all(p in types for p in prefixes)
     return _ModulePath(
         components=components,
-        segments=tuple(f"{types[p]}_{c}" for p, c in zip(prefixes, components, strict=True))
+        segments=tuple(
+            short_class_name(f"{types[p]}_{c}") for p, c in zip(prefixes, components, strict=True)
+        )
         if known
         else None,
-        root=types[""] if known else None,
+        root=short_class_name(types[""]) if known else None,
         wrapper_depth=len(quant.module_prefix.split(".")) - 1,
     )
 
@@ -552,7 +557,7 @@ def _spells(location: tuple[str, ...], path: _ModulePath, *, whole: bool) -> boo
     and `up_blocks.0` alike, so skipping is limited to the wrapper and list containers, and
     look-alike layers stay ambiguous (missing, never guessed).
     """
-    if path.root is not None and short_class_name(location[0]) != short_class_name(path.root):
+    if path.root is not None and location[0] != path.root:
         return False
     count = len(path.components)
     j = 0
@@ -571,9 +576,7 @@ def _spells(location: tuple[str, ...], path: _ModulePath, *, whole: bool) -> boo
 
 def _names(segment: str, path: _ModulePath, j: int) -> bool:
     if path.segments is not None:
-        # Files written before edgekit shortened names carry qualified classes: compare both
-        # sides without their Python module.
-        return short_class_name(segment) == short_class_name(path.segments[j])
+        return segment == path.segments[j]
     return segment.endswith("_" + path.components[j])
 
 

@@ -24,9 +24,9 @@ Named plans are plans too, built from the model's structure, not special cases e
 - convolutions and feed-forward linear layers int8 (weights and activations, ranges from
   calibration);
 - the attention blocks' projections (query, key, value, output) with int8 weights and their
-  activations quantized per run (`int8-dynamic`): an attention block's inputs come out of a
-  LayerNorm and a residual sum whose range moves from image to image, which one calibrated range
-  serves worse. On a target without per-run quantization (Core ML) they get int8 weights computed
+  activations quantized per run (`int8-dynamic`): their weights shrink like every other layer's,
+  while their activations get a range from each input instead of one range fixed at
+  calibration. On a target without per-run quantization (Core ML) they get int8 weights computed
   in float (`int8-weight`); on one with neither, fp32;
 - the attention arithmetic (Q K^T, softmax, V products) and normalization layers float.
 So `mixed` is as small as `int8` (weights are int8 everywhere) while keeping float what rounds
