@@ -75,6 +75,17 @@ def read_marker(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / MARKER_FILE).read_text())
 
 
+def settings_changes(marker: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """How the settings a run resumes with differ from those its checkpoint recorded (the
+    marker's `state`): `key old -> new`, or `key changed` for content hashes (`*sha256`)."""
+    saved = marker.get("state", {})
+    return [
+        f"{key} changed" if key.endswith("sha256") else f"{key} {saved.get(key)!r} -> {value!r}"
+        for key, value in current.items()
+        if saved.get(key) != value
+    ]
+
+
 def save(accelerator, folder: Path, step: int, marker: dict[str, Any], keep: int | None) -> Path:
     """Save the accelerator's whole state as checkpoint `step`; keep the newest `keep`.
     Every process calls this (each writes its own RNG state)."""

@@ -467,17 +467,11 @@ def _state_settings(
 
 
 def _check_resumable(current: dict, marker: dict, path: Path) -> None:
-    saved = marker.get("state", {})
-    changed = [key for key in current if saved.get(key) != current[key]]
-    if changed:
-        listed = ", ".join(
-            f"{key} changed"
-            if key.endswith("sha256")
-            else f"{key} {saved.get(key)!r} -> {current[key]!r}"
-            for key in changed
-        )
+    changes = checkpoints.settings_changes(marker, current)
+    if changes:
         raise checkpoints.CheckpointError(
-            f"Cannot resume from {path}: it was saved with other settings or data ({listed}).",
+            f"Cannot resume from {path}: it was saved with other settings or data "
+            f"({', '.join(changes)}).",
             hint="resume with the settings and photos it was saved with, or start a new run "
             "with another --out.",
         )

@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgekit.errors import EdgekitError
 from edgekit.models.base import TRAINING_CARD_FILE, SourceInfo
+from edgekit.train import checkpoints
 from edgekit.train.engine import scoped_accelerator_state
 
 if TYPE_CHECKING:
@@ -458,7 +459,6 @@ def train(
     config: DreamBoothConfig, *, resume: str | None = None, reporter: Reporter | None = None
 ) -> TrainingResult:
     """Run DreamBooth as `config` says; `resume`: 'latest' or a checkpoint folder."""
-    from edgekit.train import checkpoints
     from edgekit.train.data import load_examples
 
     started = time.perf_counter()
@@ -564,13 +564,10 @@ def _state_settings(config: DreamBoothConfig, num_processes: int) -> dict[str, A
 def _check_resumable(
     config: DreamBoothConfig, num_processes: int, marker: dict[str, Any], path: Path
 ) -> None:
-    saved = marker.get("state", {})
-    current = _state_settings(config, num_processes)
-    changed = [key for key in current if saved.get(key) != current[key]]
-    if changed:
-        listed = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    changes = checkpoints.settings_changes(marker, _state_settings(config, num_processes))
+    if changes:
         raise DreamBoothError(
-            f"Cannot resume from {path}: it was saved with other settings ({listed}).",
+            f"Cannot resume from {path}: it was saved with other settings ({', '.join(changes)}).",
             hint="resume with the settings it was saved with, or start a new run in another out.",
         )
 
@@ -632,8 +629,6 @@ class _Run:
 
     def run(self, checkpoint: Path | None) -> TrainingResult:
         from accelerate.utils import set_seed
-
-        from edgekit.train import checkpoints
 
         config, accelerator = self.config, self.accelerator
         out = config.out
@@ -923,7 +918,6 @@ class _Run:
         return torch.stack([loss, instance_loss, prior_loss])
 
     def _after_step(self, step: int) -> None:
-        from edgekit.train import checkpoints
 
         config, accelerator = self.config, self.accelerator
         if step % config.checkpoint_every == 0:
