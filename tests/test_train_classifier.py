@@ -19,6 +19,7 @@ from edgekit.cli import app
 from edgekit.preprocess import preprocess
 from edgekit.train import classifier
 from edgekit.train.classifier import ClassifierConfig, read_class_folders, train_classifier
+from tests.launch import launch_two_processes
 
 runner = CliRunner()
 LABELS = ["cat", "coffee", "rocket"]
@@ -319,6 +320,19 @@ def test_fp16_without_a_gpu_is_refused(tmp_path, photos):
     _assert_refused(result, out, contains="fp16 needs a GPU")
 
 
+def test_processes_that_did_not_join_one_group_are_refused(tmp_path, photos, monkeypatch):
+    """A launcher said two processes (WORLD_SIZE) but this one's accelerate state is a lone
+    process (made before the launch settings were known): training alone, each process would
+    write the same folder. Refused in one line before anything is written."""
+    from accelerate import PartialState
+
+    PartialState()  # this pytest process: one process, no group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "clf"
+    result = _train("--base", "tiny-mobilevit", "--data", str(photos), "--out", str(out))
+    _assert_refused(result, out, contains="started 2 processes but accelerate joined 1")
+
+
 def test_existing_model_folder_is_not_overwritten(tmp_path, photos):
     out = tmp_path / "clf"
     out.mkdir()
@@ -413,3 +427,52 @@ def test_every_schedule_offered_is_one_transformers_has():
     from transformers import SchedulerType
 
     assert set(get_args(classifier.Scheduler)) <= {member.value for member in SchedulerType}
+
+
+def test_two_processes_train_as_one_group_and_resume_bit_for_bit(tmp_path, photos):
+    """`accelerate launch --multi_gpu --num_processes 2` on the CPUs: the processes share the
+    data and count each validation photo once (9 photos do not split evenly in two); a run
+    killed after its epoch-1 checkpoint (both processes) resumes to the unbroken run's epochs and
+    weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    from edgekit.train import checkpoints
+
+    def args(name: str) -> list[str]:
+        return [
+            "train", "classifier", "--base", "tiny-mobilevit", "--data", str(photos),
+            "--out", str(tmp_path / name), "--epochs", "2", "--batch-size", LEARN_BATCH,
+            "--val-fraction", str(VAL_FRACTION),
+        ]  # fmt: skip
+
+    unbroken = launch_two_processes(*args("unbroken"))
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    reference = tmp_path / "unbroken"
+    card = json.loads((reference / "training_card.json").read_text())
+    assert card["num_processes"] == 2 and card["val"]["images"] == 9
+    assert unbroken.stdout.count("✓ best val top-1") == 1, unbroken.stdout  # main process only
+    split = read_class_folders(photos, val_fraction=VAL_FRACTION, seed=0)
+    best = card["epochs"][card["best_epoch"] - 1]
+    assert _top1(reference, split.val.paths, split.val.targets) == best["val_correct"]
+
+    out = tmp_path / "killed"
+    killed = launch_two_processes(*args("killed"), env={checkpoints.KILL_AFTER_CHECKPOINT_ENV: "1"})
+    assert killed.returncode != 0
+    assert [step for step, _ in checkpoints.complete(out / checkpoints.CHECKPOINTS_DIR)] == [1]
+    alone = runner.invoke(app, [*args("killed"), "--resume", "latest"])
+    assert alone.exit_code == 2, alone.output
+    assert "num_processes 2 -> 1" in " ".join(alone.output.split())
+
+    resumed = launch_two_processes(*args("killed"), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((out / "training_card.json").read_text())
+    assert again["resumed_from"].endswith("checkpoint-000001")
+    fields = ("epoch", "train_loss", "val_correct")
+    assert [[e[f] for f in fields] for e in again["epochs"]] == [
+        [e[f] for f in fields] for e in card["epochs"]
+    ]
+    assert card["epochs"][0]["train_loss"] != card["epochs"][1]["train_loss"]
+    for weights in ("model.safetensors", "last/model.safetensors"):
+        want, got = load_file(reference / weights), load_file(out / weights)
+        assert want.keys() == got.keys(), weights
+        assert all(torch.equal(want[name], got[name]) for name in want), weights

@@ -30,12 +30,12 @@ from edgekit.models.base import TRAINING_CARD_FILE
 from edgekit.train import checkpoints
 from edgekit.train.class_images import RECORD_FILE, prepare_class_images
 from edgekit.train.dreambooth import (
-    KILL_AFTER_CHECKPOINT_ENV,
     LDM_CHECKPOINT_FILE,
     LORA_FILE,
     LR_SCHEDULERS,
     rare_token_warning,
 )
+from tests.launch import launch_two_processes
 
 runner = CliRunner()
 STEPS = 4
@@ -113,7 +113,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(uninterrupted, cats, tm
     killed = subprocess.run(
         [sys.executable, "-c", "from edgekit.cli.train import app; app()", "dreambooth"]
         + ["--config", str(config)],
-        env={**os.environ, KILL_AFTER_CHECKPOINT_ENV: "2"},
+        env={**os.environ, checkpoints.KILL_AFTER_CHECKPOINT_ENV: "2"},
         capture_output=True,
         text=True,
     )
@@ -555,7 +555,7 @@ def test_gpu_fp16_lora_8bit_adam_and_deterministic_resume_with_the_defaults(
     runs = {}
     for name, args, env in (
         ("unbroken", [], {}),
-        ("resumed", [], {KILL_AFTER_CHECKPOINT_ENV: "2"}),
+        ("resumed", [], {checkpoints.KILL_AFTER_CHECKPOINT_ENV: "2"}),
         ("resumed", ["--resume", "latest"], {}),
     ):
         config = _yaml(tmp_path / f"{name}.yaml", _settings(cats, tmp_path / name, class_dir))
@@ -635,3 +635,47 @@ def test_export_records_the_training_card(uninterrupted, tmp_path):
     card = hashlib.sha256((out / TRAINING_CARD_FILE).read_bytes()).hexdigest()
     assert manifest.source.training_card.file == TRAINING_CARD_FILE
     assert manifest.source.training_card.sha256 == card
+
+
+def test_two_processes_train_as_one_group_and_resume_bit_for_bit(uninterrupted, cats, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on the CPUs: one gloo group whose main
+    process alone reports and writes, and whose run killed after a checkpoint (both processes)
+    resumes to an unbroken two-process run's losses and weights, bit for bit."""
+    _, class_dir, _ = uninterrupted
+    runs = {}
+    for name, env in (("unbroken", {}), ("killed", {checkpoints.KILL_AFTER_CHECKPOINT_ENV: "2"})):
+        config = _yaml(tmp_path / f"{name}.yaml", _settings(cats, tmp_path / name, class_dir))
+        runs[name] = (
+            config,
+            launch_two_processes("train", "dreambooth", "--config", str(config), env=env),
+        )
+    config, unbroken = runs["unbroken"]
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    reference = _card(tmp_path / "unbroken")
+    assert reference["num_processes"] == 2
+    # The main process alone speaks: one summary line, one line per checkpoint.
+    assert unbroken.stdout.count("✓ 4 steps") == 1, unbroken.stdout
+    assert unbroken.stdout.count("checkpoint: ") == 2, unbroken.stdout
+
+    config, killed = runs["killed"]
+    assert killed.returncode != 0
+    out = tmp_path / "killed"
+    assert [step for step, _ in checkpoints.complete(checkpoints.checkpoints_dir(out))] == [2]
+    assert not (out / TRAINING_CARD_FILE).exists()
+    # Each process has its own RNG state: one process cannot take the checkpoint over.
+    alone = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
+    assert alone.exit_code == 2, alone.output
+    assert "num_processes 2 -> 1" in " ".join(alone.output.split())
+
+    resumed = launch_two_processes(
+        "train", "dreambooth", "--config", str(config), "--resume", "latest"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    card = _card(out)
+    assert card["resumed_from"].endswith("checkpoint-000002") and card["num_processes"] == 2
+    assert card["losses"] == reference["losses"] and len(card["losses"]) == STEPS
+    expected, actual = _unet_weights(tmp_path / "unbroken"), _unet_weights(out)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    base = models.load_pipeline("tiny-sd").components["unet"].module.unet.state_dict()
+    assert not all(torch.equal(base[name], actual[name]) for name in base)

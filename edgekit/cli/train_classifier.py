@@ -150,6 +150,8 @@ def classifier(
                 on_epoch=on_epoch,
                 on_resume=on_resume,
             )
+        if card is None:  # another process of `accelerate launch`: the main one reports
+            return
         if card.base.random_weights:
             console.print(
                 f"[yellow]{settings.base} is a preset with RANDOM weights[/yellow]: the backbone "

@@ -14,8 +14,10 @@ writes its own RNG state file into the same folder, so they must agree on it wit
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ _NAME_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 _TEMP_PREFIX = ".tmp-"
 # Written last, before the rename: what the checkpoint is, for humans and for resume checks.
 MARKER_FILE = "edgekit-checkpoint.json"
+# Tests set it to a step: every process SIGKILLs itself once that step's checkpoint is complete,
+# as a crash or a preempted node would, so resume is tested on a process that never cleaned up.
+KILL_AFTER_CHECKPOINT_ENV = "EDGEKIT_TEST_KILL_AFTER_CHECKPOINT"
 
 
 class CheckpointError(EdgekitError):
@@ -106,6 +111,8 @@ def save(accelerator, folder: Path, step: int, marker: dict[str, Any], keep: int
             for _, old in complete(folder)[:-keep]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
+    if os.environ.get(KILL_AFTER_CHECKPOINT_ENV) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
     return final
 
 

@@ -8,13 +8,17 @@ manifest records for the base model; training adds augmentation (a random resize
 horizontal flip of the decoded photo) in front of it, on the training split only.
 
 accelerate runs the loop (devices, mixed precision, gradient accumulation, `accelerate launch`
-for several GPUs); the learning-rate schedules are transformers'.
+for several GPUs, or several CPU processes: edgekit/train/engine.py); the learning-rate schedules
+are transformers'. Under a launcher the processes share the data, validation counts each photo
+once (gathered), and the main process alone reports and writes.
 
 Resumable by epoch: after each epoch the whole state (weights, optimizer, LR schedule, every RNG
 state, the epochs' records and the best epoch's weights) is saved, atomically, as
 OUT/checkpoints/checkpoint-<epoch> (edgekit/train/checkpoints.py; the newest one kept), and
 `--resume latest` continues after the last completed epoch with the result of a run that never
-stopped, bit for bit on the CPU (tests/test_train_classifier.py). An interrupted run leaves
+stopped, bit for bit on the CPU, one process or two (tests/test_train_classifier.py); the
+checkpoint holds each process's RNG state and the shuffling generator of their shared sampler,
+so it resumes with the same number of processes. An interrupted run leaves
 those checkpoints and nothing else. The model folders are written into a staging folder beside
 `out` and moved in at the end, the training card last (a folder with a card is whole); the
 checkpoints of a finished run are then removed, so `out` holds what export takes.
@@ -48,7 +52,7 @@ from edgekit.models.base import (
 from edgekit.models.mobilevit import MobileViTClassifier, save_preprocessor_config
 from edgekit.train import checkpoints
 from edgekit.train.config import TrainConfigError
-from edgekit.train.engine import scoped_accelerator_state
+from edgekit.train.engine import cpu_process_group, distributed_state, scoped_accelerator_state
 from edgekit.train.images import ImageFolderError, read_image_folder
 
 TRAIN_FOLDER, VAL_FOLDER = "train", "val"
@@ -411,16 +415,17 @@ def train_classifier(
     on_data: Callable[[ClassFolders], None] | None = None,
     on_epoch: Callable[[EpochRecord, bool], None] | None = None,
     on_resume: Callable[[Path, int], None] | None = None,
-) -> TrainingCard:
-    """Fine-tune `config.base` on `config.data`; write `config.out`; return its training card.
+) -> TrainingCard | None:
+    """Fine-tune `config.base` on `config.data`; write `config.out`; return its training card
+    (None in the processes but the main one under `accelerate launch`: they write nothing).
 
     `resume`: 'latest' (the newest complete checkpoint in OUT/checkpoints) or a checkpoint
     folder, to continue after its epoch. `on_data(folders)` is called once the photos are
     checked (warnings to show), `on_resume(checkpoint, epoch)` once a checkpoint is loaded,
-    `on_epoch(record, is_best)` after each epoch's validation. Every check that can refuse the
-    run comes before the first step and the first file written.
+    `on_epoch(record, is_best)` after each epoch's validation, in the main process only. Every
+    check that can refuse the run comes before the first step and the first file written.
     """
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     folders = read_class_folders(config.data, val_fraction=config.val_fraction, seed=config.seed)
@@ -428,20 +433,24 @@ def train_classifier(
     checkpoint = None
     if resume is not None:
         checkpoint = checkpoints.resolve(resume, checkpoints.checkpoints_dir(config.out))
-    if config.mixed_precision == "fp16" and PartialState().device.type == "cpu":
+    processes = distributed_state()  # first: it decides whether CPU processes form one group
+    if not processes.is_main_process:
+        on_data = on_epoch = on_resume = None  # the user hears each thing once
+    if config.mixed_precision == "fp16" and processes.device.type == "cpu":
         # accelerate would train in fp32 on a CPU without a word.
         raise ClassifierTrainError(
             "mixed_precision fp16 needs a GPU; this run has the CPU only.",
             hint="use bf16 (CPU autocast) or no.",
         )
     base = _load_base(config)
-    state = _state_settings(config, folders, base.source.sha256, PartialState().num_processes)
+    state = _state_settings(config, folders, base.source.sha256, processes.num_processes)
     if checkpoint is not None:
         _check_resumable(state, checkpoints.read_marker(checkpoint), checkpoint)
     if on_data:
         on_data(folders)
     with scoped_accelerator_state():
         accelerator = Accelerator(
+            cpu=cpu_process_group(),
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
@@ -634,7 +643,7 @@ def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_
                 shutil.copy2(file, folder / file.name)
             (folder / TRAINING_CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
             _publish(folder, out)
-    return card
+    return card if accelerator.is_main_process else None
 
 
 def _publish(folder: Path, out: Path) -> None:

@@ -21,14 +21,17 @@ and several GPUs through its launcher, with the same code. On several GPUs:
 
 Each process trains on its own batches (`train_batch_size` per GPU; the effective batch is
 that x GPUs x gradient_accumulation_steps), and a checkpoint holds every process's RNG state.
+Without a GPU, `accelerate launch --multi_gpu --num_processes N` runs N CPU processes as one
+group (edgekit/train/engine.py); the tests resume a killed two-process run that way.
 
 Reproducible and resumable: every random draw of a step (crop, flip, VAE sample, noise,
 timesteps) comes from one seeded torch.Generator per process, saved in each checkpoint with the
 models, optimizer, LR scheduler, accelerate's RNG states and the step and data position; the
 data order is a function of the seed and epoch (accelerate's seedable sampler). A run stopped
 after a checkpoint and resumed with `--resume latest` gives the losses and weights of a run that
-never stopped, bit for bit (tests/test_train_dreambooth.py): on the CPU always, on a GPU with
-`deterministic` (CUDA's default kernels differ from run to run in the last bits).
+never stopped, bit for bit (tests/test_train_dreambooth.py, one process and two): on the CPU
+always, on a GPU with `deterministic` (CUDA's default kernels differ from run to run in the last
+bits).
 
 The output folder (`out`):
     model_index.json unet/ vae/ text_encoder/ tokenizer/ scheduler/   a diffusers pipeline that
@@ -46,7 +49,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgekit.errors import EdgekitError
 from edgekit.models.base import TRAINING_CARD_FILE, SourceInfo
 from edgekit.train import checkpoints
-from edgekit.train.engine import scoped_accelerator_state
+from edgekit.train.engine import cpu_process_group, distributed_state, scoped_accelerator_state
 
 if TYPE_CHECKING:
     import torch
@@ -107,9 +109,6 @@ STATE_KEYS = (
     "lr_scheduler",
     "lr_warmup_steps",
 )
-# Crash testing: the trainer SIGKILLs itself right after saving the checkpoint of this step, as
-# a power cut would, so a test can resume from what a killed run leaves on disk.
-KILL_AFTER_CHECKPOINT_ENV = "EDGEKIT_TEST_KILL_AFTER_CHECKPOINT"
 
 
 class DreamBoothError(EdgekitError):
@@ -508,7 +507,9 @@ def _accelerator(config: DreamBoothConfig):
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import ProjectConfiguration
 
+    distributed_state()  # first: it decides whether CPU processes form one group
     return Accelerator(
+        cpu=cpu_process_group(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,
@@ -934,8 +935,6 @@ class _Run:
                 keep=config.checkpoints_total_limit,
             )
             self.say.note(f"checkpoint: {saved}")
-            if os.environ.get(KILL_AFTER_CHECKPOINT_ENV) == str(step):
-                os.kill(os.getpid(), signal.SIGKILL)
         if config.validation_prompt and step % config.validation_every == 0:
             if accelerator.is_main_process:
                 self._validate(step)
