@@ -342,12 +342,17 @@ def test_existing_model_folder_is_not_overwritten(tmp_path, photos):
     assert [p.name for p in out.iterdir()] == ["config.json"]
 
 
-def test_interrupted_run_resumes_to_the_result_of_an_unbroken_one(tmp_path, photos, monkeypatch):
+@pytest.mark.parametrize("qat", [False, True], ids=["float", "qat"])
+def test_interrupted_run_resumes_to_the_result_of_an_unbroken_one(
+    tmp_path, photos, monkeypatch, qat
+):
+    """With --qat the resumed state includes every fake-quantizer's observed ranges: equal
+    epoch-2 and -3 losses mean the fake-quantized forward passes were the same."""
     from safetensors.torch import load_file
 
     from edgekit.train import checkpoints
 
-    settings = {"base": "tiny-mobilevit", "data": photos, "epochs": 3, "batch_size": 8}
+    settings = {"base": "tiny-mobilevit", "data": photos, "epochs": 3, "batch_size": 8, "qat": qat}
     reference = tmp_path / "reference"
     unbroken = train_classifier(ClassifierConfig(out=reference, **settings))
     assert not (reference / checkpoints.CHECKPOINTS_DIR).exists()  # a finished run's go
@@ -378,7 +383,7 @@ def test_interrupted_run_resumes_to_the_result_of_an_unbroken_one(tmp_path, phot
 
     args = [
         "--base", "tiny-mobilevit", "--data", str(photos), "--out", str(out), "--epochs", "3",
-        "--batch-size", "8",
+        "--batch-size", "8", *(["--qat"] if qat else []),
     ]  # fmt: skip
     again = _train(*args)
     assert again.exit_code == 2 and "interrupted run" in again.output

@@ -91,16 +91,26 @@ def settings_changes(marker: dict[str, Any], current: dict[str, Any]) -> list[st
     ]
 
 
-def save(accelerator, folder: Path, step: int, marker: dict[str, Any], keep: int | None) -> Path:
+def save(
+    accelerator,
+    folder: Path,
+    step: int,
+    marker: dict[str, Any],
+    keep: int | None,
+    *,
+    safetensors: bool = True,
+) -> Path:
     """Save the accelerator's whole state as checkpoint `step`; keep the newest `keep`.
-    Every process calls this (each writes its own RNG state)."""
+    Every process calls this (each writes its own RNG state). `safetensors=False` writes the
+    models with torch.save instead (loaded back with weights_only): for models that reach one
+    tensor under two names, which safetensors' loader refuses."""
     final = folder / _NAME.format(step=step)
     temp = folder / f"{_TEMP_PREFIX}{final.name}"
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)  # left by a run killed while saving this step
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp))
+    accelerator.save_state(str(temp), safe_serialization=safetensors)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temp / MARKER_FILE).write_text(json.dumps({"step": step, **marker}, indent=2) + "\n")

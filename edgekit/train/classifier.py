@@ -600,7 +600,9 @@ def _fit(config: ClassifierConfig, folders: ClassFolders, base, accelerator, on_
         # Only the newest is kept: a resume continues after the last completed epoch, and the
         # older one goes only once the newer is complete.
         marker = {"state": run.state, "config": config.model_dump(mode="json")}
-        checkpoints.save(accelerator, saved_in, epoch, marker, keep=1)
+        # A QAT graph reaches some observers under two names (inputs and outputs that share
+        # quantization parameters): safetensors' loader would refuse its checkpoint.
+        checkpoints.save(accelerator, saved_in, epoch, marker, keep=1, safetensors=not config.qat)
         if on_epoch:
             on_epoch(record, is_best)
     records = [EpochRecord.model_validate(done) for done in progress.records]
