@@ -132,6 +132,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(uninterrupted, cats, tm
     resumed = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output
+    assert "another engine" not in resumed.output  # the same fused AdamW as before the kill
     # The defaults on the CPU: fused AdamW (its state too must resume exactly), no compile.
     assert _card(reference)["engine"] == {"fused_adam": True, "compile_unet": False}
     assert _card(out)["losses"] == _card(reference)["losses"]
@@ -190,6 +191,24 @@ def test_resume_with_other_settings_is_refused(uninterrupted, cats, change, list
     result = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
     assert result.exit_code == 2
     assert "Cannot resume from" in result.output and listed in " ".join(result.output.split())
+
+
+def test_resume_with_another_engine_warns_and_goes_on(uninterrupted, cats, tmp_path):
+    """A checkpoint may move to a machine without the fused kernel: that resume is allowed,
+    and the user is told it will not be bit for bit. The engine is not among the state keys."""
+    reference, class_dir, _ = uninterrupted
+    out = tmp_path / "db"
+    shutil.copytree(checkpoints.checkpoints_dir(reference), checkpoints.checkpoints_dir(out))
+    settings = _settings(cats, out, class_dir, fused_adam=False, max_steps=STEPS + 1)
+    config = _yaml(tmp_path / "db.yaml", settings)
+    result = runner.invoke(app, ["dreambooth", "--config", str(config), "--resume", "latest"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "resuming with another engine (fused_adam True -> False)" in said
+    assert "not equal those of an unbroken run bit for bit" in said
+    card = _card(out)
+    assert card["engine"] == {"fused_adam": False, "compile_unet": False}
+    assert card["losses"][:STEPS] == _card(reference)["losses"] and len(card["losses"]) == STEPS + 1
 
 
 def test_outputs_load_as_pipeline_and_single_file(uninterrupted):

@@ -383,6 +383,26 @@ class Engine:
     compile_unet: bool
     note: str | None = None  # why a default was not taken, for the user
 
+    def record(self) -> dict[str, bool]:
+        """What ran, for the training card and checkpoint markers."""
+        return {"fused_adam": self.fused_adam, "compile_unet": self.compile_unet}
+
+    def change_since(self, marker: dict[str, Any]) -> str | None:
+        """A warning if the checkpoint in `marker` was trained with another engine. Not refused
+        (a checkpoint may move to a machine that has no fused kernel or no compiler), but the
+        resumed run is then close to an unbroken one, not equal bit for bit."""
+        saved = marker.get("engine")  # absent from checkpoints older than the record
+        if saved is None:
+            return None
+        changes = checkpoints.settings_changes({"state": saved}, self.record())
+        if not changes:
+            return None
+        return (
+            f"resuming with another engine ({', '.join(changes)}): training goes on from the "
+            "same state, but its losses and weights will not equal those of an unbroken run "
+            "bit for bit"
+        )
+
 
 def choose_engine(
     config: DreamBoothConfig,
@@ -478,6 +498,7 @@ def train(
             instance.skipped_warning,
             rare_token_warning(config.instance_prompt, config.class_prompt),
             engine.note,
+            engine.change_since(marker) if checkpoint is not None else None,
         ):
             if warning:
                 say.warn(warning)
@@ -924,6 +945,7 @@ class _Run:
         if step % config.checkpoint_every == 0:
             marker = {
                 "state": _state_settings(config, accelerator.num_processes),
+                "engine": self.engine.record(),
                 "base_sha256": self.parts.source.sha256,
                 "config": config.model_dump(mode="json"),
             }
@@ -1066,10 +1088,7 @@ class _Run:
             device=str(self.device),
             num_processes=self.accelerator.num_processes,
             outputs={path.name: hash_file(path) for path in outputs.values()},
-            engine={
-                "fused_adam": self.engine.fused_adam,
-                "compile_unet": self.engine.compile_unet,
-            },
+            engine=self.engine.record(),
             tool_versions=_tool_versions(),
         )
 
