@@ -106,6 +106,12 @@ def _unet_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
 
 
+def _pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
 def test_killed_and_resumed_run_equals_uninterrupted_run(uninterrupted, cats, tmp_path):
     reference, class_dir, _ = uninterrupted
     out = tmp_path / "db"
@@ -657,13 +663,18 @@ def test_export_records_the_training_card(uninterrupted, tmp_path):
 
 
 def test_two_processes_train_as_one_group_and_resume_bit_for_bit(uninterrupted, cats, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` on the CPUs: one gloo group whose main
-    process alone reports and writes, and whose run killed after a checkpoint (both processes)
-    resumes to an unbroken two-process run's losses and weights, bit for bit."""
-    _, class_dir, _ = uninterrupted
+    """`accelerate launch --multi_gpu --num_processes 2` on the CPUs: one gloo group whose
+    processes share the class images to generate and whose main process alone reports and
+    writes, and whose run killed after a checkpoint (both processes) resumes to an unbroken
+    two-process run's losses and weights, bit for bit."""
+    _, one_process_class_dir, _ = uninterrupted
+    class_dir = tmp_path / "class-images"
+    # 3 images a batch each: process 0 makes seeds 0 and 2, process 1 seed 1 (idle in round 2).
+    shared = {"num_class_images": 3, "sample_batch_size": 1}
     runs = {}
     for name, env in (("unbroken", {}), ("killed", {checkpoints.KILL_AFTER_CHECKPOINT_ENV: "2"})):
-        config = _yaml(tmp_path / f"{name}.yaml", _settings(cats, tmp_path / name, class_dir))
+        settings = _settings(cats, tmp_path / name, class_dir, **shared)
+        config = _yaml(tmp_path / f"{name}.yaml", settings)
         runs[name] = (
             config,
             launch_two_processes("train", "dreambooth", "--config", str(config), env=env),
@@ -675,6 +686,21 @@ def test_two_processes_train_as_one_group_and_resume_bit_for_bit(uninterrupted, 
     # The main process alone speaks: one summary line, one line per checkpoint.
     assert unbroken.stdout.count("✓ 4 steps") == 1, unbroken.stdout
     assert unbroken.stdout.count("checkpoint: ") == 2, unbroken.stdout
+    assert "class images: generated 3 with tiny-sd, reused 0" in unbroken.stdout
+    record = json.loads((class_dir / RECORD_FILE).read_text())
+    assert sorted(entry["seed"] for entry in record["images"]) == [0, 1, 2]
+    # An image depends on its seed alone: the two processes made those a single process made.
+    compared = 0
+    for entry in record["images"]:
+        assert (
+            hashlib.sha256((class_dir / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+        )
+        alone = one_process_class_dir / entry["file"]
+        if alone.exists():  # seeds 0 and 1
+            difference = np.abs(_pixels(alone) - _pixels(class_dir / entry["file"]))
+            assert difference.max() <= 1, entry["file"]  # 8-bit rounding of equal floats
+            compared += 1
+    assert compared == 2
 
     config, killed = runs["killed"]
     assert killed.returncode != 0

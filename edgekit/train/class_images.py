@@ -10,7 +10,9 @@ prompt are not used (and not deleted); images the user put in the folder without
 the user's class images and are used as they are, as diffusers' script does.
 
 Generation is resumable: each batch's images and the record are written atomically as the
-batch finishes, so a killed run keeps what it made. Every image has its own seed (seed,
+batch finishes, so a killed run keeps what it made. Under `accelerate launch` the processes
+share the work (`Workers`): each denoises its own batches of seeds, and the main process alone
+writes the record, after each round of batches. Every image has its own seed (seed,
 seed + 1, ...) and its own initial noise, and a batch's rows never mix, so image k is the same
 (to float rounding) whether it was made in one run or across two, in whichever batch.
 """
@@ -83,6 +85,18 @@ class ClassImages:
             f"{len(self.not_reused)} class image(s) in the folder were generated for another "
             f"model or prompt ({'; '.join(others)}) and are not reused"
         )
+
+
+@dataclass
+class Workers:
+    """The processes that generate together: this one's `index` of `count`; `gather` returns
+    the lists every process passed it, joined in process order (accelerate's gather_object);
+    `barrier` waits for all. Alone by default."""
+
+    index: int = 0
+    count: int = 1
+    gather: Callable[[list], list] = lambda items: items
+    barrier: Callable[[], None] = lambda: None
 
 
 class ImageGenerator:
@@ -164,12 +178,17 @@ def prepare_class_images(
     batch_size: int,
     generator: Callable[[], ImageGenerator],
     on_batch: Callable[[int, int], None] = lambda done, total: None,
+    workers: Workers | None = None,
 ) -> ClassImages:
     """`count` class images in `folder`: the user's and the recorded ones that fit this model and
-    prompt first, the rest generated (`generator` is called only if any are missing)."""
+    prompt first, the rest generated (`generator` is called only if any are missing).
+
+    Every process of `workers` calls this with the same arguments and gets the same result;
+    the seeds to make are dealt out a batch per process per round."""
     from edgekit.artifact import write_text_atomic
     from edgekit.generate import save_png
 
+    workers = workers or Workers()
     record = _read_record(folder)
     # Entries whose image was deleted are forgotten: the image is made again if needed.
     record.images = [e for e in record.images if (folder / e.file).is_file()]
@@ -181,6 +200,8 @@ def prepare_class_images(
     missing = max(0, count - len(have))
     taken = {e.seed for e in fits}
     seeds = [s for s in range(seed, seed + count + len(taken)) if s not in taken][:missing]
+    # Every process has read the folder before any writes to it: they all plan the same seeds.
+    workers.barrier()
     made: list[Path] = []
     if seeds:
         images = generator()
@@ -188,28 +209,35 @@ def prepare_class_images(
         width = images.info.latent_width * images.info.vae_scale_factor
         tag = hashlib.sha256(f"{model_sha256}\n{prompt}".encode()).hexdigest()[:8]
         on_batch(0, len(seeds))  # the user hears of the wait before it
-        for start in range(0, len(seeds), batch_size):
-            batch = seeds[start : start + batch_size]
-            pixels = images.images(prompt, batch, steps=steps, guidance_scale=guidance_scale)
-            for s, image in zip(batch, pixels, strict=True):
-                path = save_png(image, folder / f"class-{tag}-{s:06d}.png")
-                made.append(path)
-                record.images.append(
-                    ClassImageEntry(
-                        file=path.name,
-                        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                        model=model,
-                        model_sha256=model_sha256,
-                        prompt=prompt,
-                        seed=s,
-                        steps=steps,
-                        guidance_scale=guidance_scale,
-                        height=height,
-                        width=width,
+        per_round = batch_size * workers.count
+        for start in range(0, len(seeds), per_round):
+            mine = start + workers.index * batch_size
+            batch = seeds[mine : mine + batch_size]
+            entries = []
+            if batch:  # the last round may not reach every process
+                pixels = images.images(prompt, batch, steps=steps, guidance_scale=guidance_scale)
+                for s, image in zip(batch, pixels, strict=True):
+                    path = save_png(image, folder / f"class-{tag}-{s:06d}.png")
+                    entries.append(
+                        ClassImageEntry(
+                            file=path.name,
+                            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                            model=model,
+                            model_sha256=model_sha256,
+                            prompt=prompt,
+                            seed=s,
+                            steps=steps,
+                            guidance_scale=guidance_scale,
+                            height=height,
+                            width=width,
+                        )
                     )
-                )
-            # The record follows each batch, so a killed run's images are reused next time.
-            write_text_atomic(folder / RECORD_FILE, record.model_dump_json(indent=2) + "\n")
+            entries = workers.gather(entries)  # the round's images of every process, seed order
+            record.images.extend(entries)
+            made.extend(folder / entry.file for entry in entries)
+            if workers.index == 0:
+                # The record follows each round, so a killed run's images are reused next time.
+                write_text_atomic(folder / RECORD_FILE, record.model_dump_json(indent=2) + "\n")
             on_batch(len(made), len(seeds))
     return ClassImages(
         paths=[*have, *made][:count],

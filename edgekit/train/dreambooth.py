@@ -694,7 +694,9 @@ class _Run:
     # ------------------------------------------------------------ set-up
 
     def _class_images(self) -> ClassImages:
-        from edgekit.train.class_images import ImageGenerator, prepare_class_images
+        from accelerate.utils import gather_object
+
+        from edgekit.train.class_images import ImageGenerator, Workers, prepare_class_images
         from edgekit.train.data import decode_examples
 
         config, parts, accelerator = self.config, self.parts, self.accelerator
@@ -708,23 +710,30 @@ class _Run:
             )
 
         folder = config.class_images_dir
-        # The main process generates what is missing; the others then find it all there.
-        with accelerator.main_process_first():
-            if accelerator.is_main_process:
-                folder.mkdir(parents=True, exist_ok=True)
-            found = prepare_class_images(
-                folder,
-                prompt=config.class_prompt,
-                count=config.num_class_images,
-                model=parts.source.path,
-                model_sha256=parts.source.sha256,
-                seed=config.seed,
-                steps=config.inference_steps,
-                guidance_scale=config.guidance_scale,
-                batch_size=config.sample_batch_size,
-                generator=generator,
-                on_batch=self.say.class_images_progress,
-            )
+        if accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        # Every process generates its share of what is missing (diffusers' script does too);
+        # the main process records them all.
+        found = prepare_class_images(
+            folder,
+            prompt=config.class_prompt,
+            count=config.num_class_images,
+            model=parts.source.path,
+            model_sha256=parts.source.sha256,
+            seed=config.seed,
+            steps=config.inference_steps,
+            guidance_scale=config.guidance_scale,
+            batch_size=config.sample_batch_size,
+            generator=generator,
+            on_batch=self.say.class_images_progress,
+            workers=Workers(
+                index=accelerator.process_index,
+                count=accelerator.num_processes,
+                gather=gather_object,
+                barrier=accelerator.wait_for_everyone,
+            ),
+        )
         for warning in (found.skipped_warning, found.not_reused_warning()):
             if warning:
                 self.say.warn(warning)
