@@ -113,7 +113,8 @@ def main() -> None:
         "preset": args.preset,
         "created_utc": now_utc(),
         "images": len(images),
-        "emulator": {"cores": cores, "packages": environment.packages,
+        "emulator": {"cores": cores, "qemu": ".".join(map(str, environment.qemu)),
+                     "packages": environment.packages,
                      "identities": {c: vars(environment.identities[c]) for c in cores}},
         "rows": rows,
     }  # fmt: skip
@@ -130,7 +131,7 @@ def _markdown(preset: str, result: dict) -> str:
         f"{result['images']} crops of real photos (not the calibration ones), batch 1, one thread. "
         "Each cell: top-1 agreement / logit SQNR; 'vs x86' compares the same runtime on this "
         "host; max |diff| is the largest logit difference from x86. Weights are the preset's "
-        "RANDOM ones. Emulated by qemu user mode "
+        f"RANDOM ones. Emulated by qemu {result['emulator']['qemu']} user mode "
         f"({', '.join(f'{k} {v}' for k, v in result['emulator']['packages'].items())}).",
         "",
         "| format | plan | x86 vs PyTorch | "

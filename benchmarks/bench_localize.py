@@ -25,6 +25,7 @@ from benchmarks.bench_quantization import _plan, photo_crops
 from edgekit import models, profiles
 from edgekit.artifact import now_utc
 from edgekit.cli._common import configure_logging
+from edgekit.emulate.environment import load
 from edgekit.emulate.localize import describe_jump, localize
 from edgekit.export import export_for_target
 from edgekit.quant.calibration import image_calibration
@@ -93,7 +94,7 @@ def main() -> None:
     record = {
         "created_utc": now_utc(),
         "machine": f"{platform.machine()} host, {platform.processor() or 'cpu'}; cores emulated "
-        "by qemu user mode",
+        f"by qemu {'.'.join(map(str, load('arm64', args.cache).qemu))} user mode",
         "preset": args.preset,
         "rows": rows,
     }

@@ -33,7 +33,7 @@ def test_cpuinfo_is_written_from_the_probed_identity():
                  "CPU revision\t: 1"]:  # fmt: skip
         assert line in text
     assert "asimddp" in CORTEX_A76.features and "i8mm" not in CORTEX_A76.features
-    assert {"i8mm", "bf16", "sve2", "asimddp"} <= set(MAX.features)
+    assert {"i8mm", "bf16", "sve2", "asimddp", "sme", "smei8i32", "smefa64"} <= set(MAX.features)
     assert "CPU part\t: 0x051" in MAX.cpuinfo(1)  # qemu's 'max' has part 'Q'
 
 
@@ -97,12 +97,74 @@ def test_a_failed_setup_leaves_nothing_a_later_run_would_trust(tmp_path, monkeyp
 
 
 def test_instruction_counts_need_the_dynamic_qemu(tmp_path, monkeypatch):
-    env = environment.Environment(root=tmp_path, arch="arm64", identities={}, packages={})
+    env = environment.Environment(
+        root=tmp_path, arch="arm64", identities={}, packages={}, qemu=(7, 2, 22)
+    )
     monkeypatch.setattr(environment.shutil, "which", lambda name: None)
     reason = env.instruction_counter_unavailable()
-    assert "qemu-user-static cannot load TCG plugins: apt-get install qemu-user" in reason
+    assert "static qemu builds cannot load TCG plugins" in reason
     with pytest.raises(environment.EmulatorError, match="Counting instructions needs"):
         env.instruction_counter()
+    # Installed, but a static build (Debian's qemu-user 10): no -plugin option.
+    monkeypatch.setattr(environment.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(environment, "loads_plugins", lambda binary: False)
+    assert "static qemu builds cannot load TCG plugins" in env.instruction_counter_unavailable()
+    # A plugin-capable qemu of another version than the one that runs the cores.
+    monkeypatch.setattr(environment, "loads_plugins", lambda binary: True)
+    monkeypatch.setattr(environment, "qemu_version", lambda binary: (8, 2, 0))
+    reason = env.instruction_counter_unavailable()
+    assert "would run qemu-aarch64 8.2.0, not the qemu 7.2.22 that probed" in reason
+
+
+def _fake_environment(cache, qemu: list[int] | None) -> None:
+    """An arm64 environment.json as `setup` writes it (probed under `qemu`; None: written
+    before edgekit recorded the version), with no root behind it."""
+    info = {
+        "arch": "arm64",
+        "suite": environment.DEBIAN_SUITE,
+        "packages": environment.host_versions(),
+        "cores": {core.core: vars(core) for core in (CORTEX_A76, MAX)},
+    }
+    if qemu is not None:
+        info["qemu"] = qemu
+    (cache / "arm64").mkdir(parents=True)
+    (cache / "arm64" / environment.ENVIRONMENT_FILE).write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("recorded", [[7, 2, 22], None], ids=["other-qemu", "not-recorded"])
+def test_cores_probed_under_another_qemu_must_be_probed_again(tmp_path, monkeypatch, recorded):
+    _fake_environment(tmp_path, recorded)
+    monkeypatch.setattr(environment.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(environment, "qemu_version", lambda binary: (10, 0, 2))
+    with pytest.raises(environment.EmulatorError, match="probed under qemu") as refused:
+        environment.load("arm64", tmp_path)
+    assert "this machine's qemu-aarch64-static is 10.0.2" in str(refused.value)
+    assert "emulator setup arm64 --rebuild" in str(refused.value)
+
+
+def test_max_is_refused_under_a_qemu_that_emulates_it_wrongly(
+    mobilevit_artifacts, tmp_path, monkeypatch
+):
+    """qemu 7.2 computes other int8 results on `max` than qemu 10.0 and x86 (measured):
+    verify refuses before any work instead of blaming the model; cortex-a76 stays available."""
+    _fake_environment(tmp_path, [7, 2, 22])
+    monkeypatch.setattr(environment.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(environment, "qemu_version", lambda binary: (7, 2, 22))
+    result = runner.invoke(
+        app,
+        ["verify", str(mobilevit_artifacts["onnx"]), "--emulate", "arm64", "--cpu",
+         "cortex-a76,max", "--cache", str(tmp_path)],
+    )  # fmt: skip
+    _one_line_error(result, 2, "qemu 7.2.22 does not emulate 'max' faithfully")
+    assert "apt-get install -t bookworm-backports qemu-user-static" in result.output
+    assert not (mobilevit_artifacts["onnx"] / "emulation.json").exists()
+    env = environment.load("arm64", tmp_path)
+    assert env.python("cortex-a76")[:3] == ["qemu-aarch64-static", "-cpu", "cortex-a76"]
+    newer = environment.Environment(
+        root=tmp_path / "arm64", arch="arm64", identities=env.identities, packages={},
+        qemu=(10, 0, 2),
+    )  # fmt: skip
+    assert newer.python("max")[:3] == ["qemu-aarch64-static", "-cpu", "max"]
 
 
 @pytest.mark.slow
@@ -142,8 +204,14 @@ def test_setup_verify_and_bench_under_emulation(mobilevit_artifacts, tmp_path_fa
     assert row["emulated"] == "qemu arm64 cortex-a76" and row["latency"]["runs"] == 3
     assert row["fidelity"]["emulated_verification"] == {"cortex-a76": "passed", "max": "passed"}
     # Instructions per inference from the qemu plugin: the same count, run after run, to 1%.
-    low, high = row["instructions_range"]
-    assert low <= row["instructions_per_inference"] <= high and (high - low) < 0.01 * low
+    # A qemu that cannot load plugins (Debian's static builds) gives none, and the report says why.
+    cannot_count = environment.load("arm64", cache).instruction_counter_unavailable()
+    if cannot_count is None:
+        low, high = row["instructions_range"]
+        assert low <= row["instructions_per_inference"] <= high and (high - low) < 0.01 * low
+    else:
+        assert row.get("instructions_per_inference") is None
+        assert f"No instruction counts: {cannot_count}." in json.loads(out.read_text())["notes"]
 
     # The layer-by-layer comparison runs inside the emulator too, and finds no jump in fp32.
     result = runner.invoke(

@@ -20,7 +20,7 @@ CORES: dict[str, str] = {
     "cortex-a76": "Armv8.2 (2018 phones' big cores): NEON, dotprod (SDOT int8 kernels), fp16 "
     "arithmetic",
     "neoverse-n1": "Armv8.2 server core, the cortex-a76 design: NEON, dotprod, fp16",
-    "max": "everything qemu emulates (Armv9): adds i8mm (SMMLA int8 kernels), bf16, SVE/SVE2",
+    "max": "everything qemu emulates (Armv9): adds i8mm (SMMLA int8 kernels), bf16, SVE/SVE2, SME",
 }
 
 # Linux arm64 HWCAP / HWCAP2 bit -> /proc/cpuinfo feature name (arch/arm64/kernel/cpuinfo.c).
@@ -33,7 +33,10 @@ HWCAP_NAMES = [
 HWCAP2_NAMES = [
     "dcpodp", "sve2", "sveaes", "svepmull", "svebitperm", "svesha3", "svesm4", "flagm2",
     "frint", "svei8mm", "svef32mm", "svef64mm", "svebf16", "i8mm", "bf16", "dgh", "rng", "bti",
-    "mte",
+    "mte", "ecv", "afp", "rpres", "mte3", "sme", "smei16i64", "smef64f64", "smei8i32",
+    "smef16f32", "smeb16f32", "smef32f32", "smefa64", "wfxt", "ebf16", "sveebf16", "cssc",
+    "rprfm", "sve2p1", "sme2", "sme2p1", "smei16i32", "smebi32i32", "smeb16b16", "smef16f16",
+    "mops", "hbc", "sveb16b16", "lrcpc3", "lse128", "fpmr", "lut", "faminmax",
 ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,13 @@ ARCHES = {
 # The guest runs what the host verifies with; ExecuTorch is not among them (see README).
 GUEST_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")
 GUEST_FORMATS = ("onnx", "tflite")
+# Cores whose emulation an older qemu gets wrong -> the first qemu measured to get it right.
+# Under Debian bookworm's qemu 7.2, int8 inference on `max` (its SME and i8mm paths) computed
+# other numbers: mobilevit-small int8 logits at -21 dB vs x86 on TFLite and ExecuTorch, ONNX
+# mixed at 6.9 dB; under qemu 10.0 (bookworm-backports) the same artifacts on `max` track x86
+# as cortex-a76 does (16-23 dB, benchmarks/results/emulated-mobilevit-small-x86-64-host.md).
+# Versions between were not measured.
+FAITHFUL_FROM: dict[str, tuple[int, ...]] = {"max": (10, 0)}
 
 
 class EmulatorError(EdgekitError):
@@ -59,12 +67,51 @@ def default_cache() -> Path:
     return Path(base) / "emulator"
 
 
+def qemu_version(binary: str) -> tuple[int, ...]:
+    """`binary --version`'s version, e.g. (10, 0, 2); () if it cannot be read."""
+    try:
+        completed = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    except OSError:
+        return ()
+    match = re.search(r"version (\d+(?:\.\d+)*)", completed.stdout)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def loads_plugins(binary: str) -> bool:
+    """Whether this qemu takes `-plugin` (dynamically linked builds only)."""
+    try:
+        completed = subprocess.run([binary, "-h"], capture_output=True, text=True)
+    except OSError:
+        return False
+    return "-plugin" in completed.stdout
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version)) or "unknown"
+
+
 @dataclass
 class Environment:
     root: Path
     arch: str
     identities: dict[str, CoreIdentity]
     packages: dict[str, str]
+    qemu: tuple[int, ...] = ()  # the version that probed the cores and runs them
+
+    def check_faithful(self, core: str) -> None:
+        """Refuse a core this qemu is known to emulate wrongly: its numbers would blame the
+        model or the runtime for qemu's error."""
+        needed = FAITHFUL_FROM.get(core)
+        if needed is None or self.qemu >= needed:
+            return
+        raise EmulatorError(
+            f"qemu {_dotted(self.qemu)} does not emulate '{core}' faithfully: under qemu 7.2 "
+            f"int8 models on '{core}' computed other logits (-21 dB vs x86 on TFLite and "
+            f"ExecuTorch) that qemu {_dotted(needed)} computes right.",
+            hint=f"install qemu-user-static {_dotted(needed)} or newer (Debian bookworm: "
+            "apt-get install -t bookworm-backports qemu-user-static), then run `edgekit "
+            f"emulator setup {self.arch} --rebuild`; or use cortex-a76 / cortex-a72.",
+        )
 
     @property
     def site(self) -> Path:
@@ -77,6 +124,7 @@ class Environment:
             raise EmulatorError(
                 f"Unknown core '{core}'.", hint=f"choose from {', '.join(self.identities)}."
             )
+        self.check_faithful(core)
         prefix = self.root / "cores" / core
         qemu = [ARCHES[self.arch]["qemu"]]
         if count_instructions_to is not None:
@@ -99,10 +147,16 @@ class Environment:
     def instruction_counter_unavailable(self) -> str | None:
         """Why instructions cannot be counted here, or None."""
         dynamic = ARCHES[self.arch]["qemu_plugins"]
-        if shutil.which(dynamic) is None:
+        if shutil.which(dynamic) is None or not loads_plugins(dynamic):
             return (
-                f"counting instructions needs Debian's dynamic qemu-user ({dynamic}); the static "
-                "qemu-user-static cannot load TCG plugins: apt-get install qemu-user"
+                f"counting instructions needs a dynamically linked {dynamic}: static qemu "
+                "builds cannot load TCG plugins (Debian bookworm's qemu-user 7.2 is dynamic; "
+                "Debian's qemu-user 10 is static, build qemu with plugins to count with it)"
+            )
+        if qemu_version(dynamic) != self.qemu:
+            return (
+                f"counting instructions would run {dynamic} {_dotted(qemu_version(dynamic))}, "
+                f"not the qemu {_dotted(self.qemu)} that probed and runs the cores"
             )
         if shutil.which("gcc") is None and not (self.root / "plugins" / PLUGIN_NAME).is_file():
             return "counting instructions needs gcc once, to build the qemu plugin"
@@ -205,8 +259,20 @@ def load(arch: str, cache: Path | None = None) -> Environment:
             f"The {arch} emulator has {info['packages']}, the host {host_versions()}.",
             hint=f"run `edgekit emulator setup {arch} --rebuild` for this host's runtimes.",
         )
+    # The cores were probed under the qemu of the set-up: another one emulates other features
+    # (qemu 10's `max` has SME2, 7.2's does not), so the recorded identities would be wrong.
+    qemu = qemu_version(ARCHES[arch]["qemu"])
+    built_with = tuple(info.get("qemu", ()))
+    if built_with != qemu:
+        raise EmulatorError(
+            f"The {arch} emulator's cores were probed under qemu {_dotted(built_with)}; this "
+            f"machine's {ARCHES[arch]['qemu']} is {_dotted(qemu)}.",
+            hint=f"run `edgekit emulator setup {arch} --rebuild` to probe them under this qemu.",
+        )
     identities = {name: CoreIdentity(**value) for name, value in info["cores"].items()}
-    return Environment(root=root, arch=arch, identities=identities, packages=info["packages"])
+    return Environment(
+        root=root, arch=arch, identities=identities, packages=info["packages"], qemu=qemu
+    )
 
 
 def setup(
@@ -311,6 +377,7 @@ def _build(arch: str, root: Path, progress: Callable[[str], None]) -> None:
             {
                 "arch": arch,
                 "suite": DEBIAN_SUITE,
+                "qemu": list(qemu_version(spec["qemu"])),
                 "packages": versions,
                 "cores": {name: vars(identity) for name, identity in identities.items()},
             },
