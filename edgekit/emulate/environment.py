@@ -108,9 +108,10 @@ class Environment:
             f"qemu {_dotted(self.qemu)} does not emulate '{core}' faithfully: under qemu 7.2 "
             f"int8 models on '{core}' computed other logits (-21 dB vs x86 on TFLite and "
             f"ExecuTorch) that qemu {_dotted(needed)} computes right.",
-            hint=f"install qemu-user-static {_dotted(needed)} or newer (Debian bookworm: "
-            "apt-get install -t bookworm-backports qemu-user-static), then run `edgekit "
-            f"emulator setup {self.arch} --rebuild`; or use cortex-a76 / cortex-a72.",
+            hint=f"install qemu-user-static {_dotted(needed)} or newer (Debian bookworm: add "
+            "bookworm-backports to apt's sources, apt-get install -t bookworm-backports "
+            f"qemu-user-static), then run `edgekit emulator setup {self.arch} --rebuild`; or "
+            "use cortex-a76 / cortex-a72.",
         )
 
     @property
