@@ -348,10 +348,20 @@ def test_class_images_are_recorded_and_reused_only_for_the_same_model_and_prompt
     assert (again.generated, again.reused, fake.calls[-1]) == (1, 3, [11])
     record = json.loads((tmp_path / RECORD_FILE).read_text())
     assert sorted(e["seed"] for e in record["images"]) == [10, 11, 12, 13]
+    # A run killed between saving an image and recording it leaves a generated, unrecorded
+    # file (here half-written): not taken for the user's own, made again and recorded.
+    orphan = tmp_path / first.paths[0].name.replace("-000010.", "-000014.")
+    orphan.write_bytes(b"half a PNG")
+    resumed = prepare(5)
+    assert (resumed.user_images, resumed.reused, resumed.generated) == (0, 4, 1)
+    assert fake.calls[-1] == [14] and resumed.skipped_warning is None
+    assert orphan.read_bytes() != b"half a PNG"
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert sorted(e["seed"] for e in record["images"]) == [10, 11, 12, 13, 14]
     # Another model: none reused, and the message says why.
     other = prepare(2, sha="b" * 64)
     assert (other.generated, other.reused) == (2, 0)
-    assert "4 class image(s)" in other.not_reused_warning()
+    assert "5 class image(s)" in other.not_reused_warning()
     assert "another model or prompt" in other.not_reused_warning()
     assert all(
         p.name in {e["file"] for e in json.loads((tmp_path / RECORD_FILE).read_text())["images"]}

@@ -20,6 +20,7 @@ seed + 1, ...) and its own initial noise, and a batch's rows never mix, so image
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from edgekit.models.base import PipelineInfo
 from edgekit.train.images import ImageFolderError, read_image_folder
 
 RECORD_FILE = "class_images.json"
+# How generated images are named: class-<model and prompt tag>-<seed>.png.
+_GENERATED_NAME = re.compile(r"^class-[0-9a-f]{8}-\d{6}\.png$")
 
 
 class ClassImagesError(EdgekitError):
@@ -265,22 +268,27 @@ def _read_record(folder: Path) -> ClassImageRecord:
 
 def _user_images(folder: Path, recorded: set[str]) -> tuple[list[Path], str | None]:
     """Readable images in `folder` that the record does not list, and the warning about files
-    that are no images (the record itself aside)."""
+    that are no images (the record itself aside). A file named as edgekit names generated
+    images but not recorded is left out: a run killed between saving it and recording it made
+    it (maybe half-written), and generating that seed again overwrites it."""
     if not folder.is_dir():
         return [], None
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name != RECORD_FILE
-    ]
+
+    def theirs(path: Path) -> bool:
+        return path.name != RECORD_FILE and not (
+            path.name not in recorded and _GENERATED_NAME.match(path.name)
+        )
+
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in files if theirs(p)]
     if not files:
         return [], None
     try:
         found = read_image_folder(folder, "class")
     except ImageFolderError:  # files, but none an image: list them, then generate
         return [], _skipped(files)
-    skipped = [p for p in found.skipped if p.name != RECORD_FILE]
-    return [p for p in found.images if p.name not in recorded], _skipped(skipped)
+    skipped = [p for p in found.skipped if theirs(p)]
+    return [p for p in found.images if p.name not in recorded and theirs(p)], _skipped(skipped)
 
 
 def _skipped(paths: list[Path]) -> str | None:
