@@ -142,6 +142,13 @@ def test_cores_probed_under_another_qemu_must_be_probed_again(tmp_path, monkeypa
     assert "emulator setup arm64 --rebuild" in str(refused.value)
 
 
+def test_a_qemu_patch_release_keeps_the_probed_cores(tmp_path, monkeypatch):
+    _fake_environment(tmp_path, [10, 0, 1])
+    monkeypatch.setattr(environment.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(environment, "qemu_version", lambda binary: (10, 0, 2))
+    assert environment.load("arm64", tmp_path).qemu == (10, 0, 2)
+
+
 def test_max_is_refused_under_a_qemu_that_emulates_it_wrongly(
     mobilevit_artifacts, tmp_path, monkeypatch
 ):

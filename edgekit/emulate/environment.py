@@ -260,11 +260,12 @@ def load(arch: str, cache: Path | None = None) -> Environment:
             f"The {arch} emulator has {info['packages']}, the host {host_versions()}.",
             hint=f"run `edgekit emulator setup {arch} --rebuild` for this host's runtimes.",
         )
-    # The cores were probed under the qemu of the set-up: another one emulates other features
-    # (qemu 10's `max` has SME2, 7.2's does not), so the recorded identities would be wrong.
+    # The cores were probed under the qemu of the set-up: another release emulates other
+    # features (qemu 10's `max` adds mte3, mops and hbc to 7.2's), so the recorded identities
+    # would be wrong. Patch releases (10.0.2 -> 10.0.3) keep their CPU models.
     qemu = qemu_version(ARCHES[arch]["qemu"])
     built_with = tuple(info.get("qemu", ()))
-    if built_with != qemu:
+    if built_with[:2] != qemu[:2]:
         raise EmulatorError(
             f"The {arch} emulator's cores were probed under qemu {_dotted(built_with)}; this "
             f"machine's {ARCHES[arch]['qemu']} is {_dotted(qemu)}.",
