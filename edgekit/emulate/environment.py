@@ -105,9 +105,10 @@ class Environment:
         if needed is None or self.qemu >= needed:
             return
         raise EmulatorError(
-            f"qemu {_dotted(self.qemu)} does not emulate '{core}' faithfully: under qemu 7.2 "
-            f"int8 models on '{core}' computed other logits (-21 dB vs x86 on TFLite and "
-            f"ExecuTorch) that qemu {_dotted(needed)} computes right.",
+            f"qemu {_dotted(self.qemu)} is older than {_dotted(needed)}, the first qemu measured "
+            f"to emulate '{core}' faithfully: under qemu 7.2 int8 models on '{core}' computed "
+            f"other logits (-21 dB vs x86 on TFLite and ExecuTorch) that {_dotted(needed)} "
+            "computes right.",
             hint=f"install qemu-user-static {_dotted(needed)} or newer (Debian bookworm: add "
             "bookworm-backports to apt's sources, apt-get install -t bookworm-backports "
             f"qemu-user-static), then run `edgekit emulator setup {self.arch} --rebuild`; or "
@@ -154,10 +155,11 @@ class Environment:
                 "builds cannot load TCG plugins (Debian bookworm's qemu-user 7.2 is dynamic; "
                 "Debian's qemu-user 10 is static, build qemu with plugins to count with it)"
             )
-        if qemu_version(dynamic) != self.qemu:
+        counting = qemu_version(dynamic)
+        if counting[:2] != self.qemu[:2]:  # as `load` compares releases
             return (
-                f"counting instructions would run {dynamic} {_dotted(qemu_version(dynamic))}, "
-                f"not the qemu {_dotted(self.qemu)} that probed and runs the cores"
+                f"counting instructions would run {dynamic} {_dotted(counting)}, not the qemu "
+                f"{_dotted(self.qemu)} that probed and runs the cores"
             )
         if shutil.which("gcc") is None and not (self.root / "plugins" / PLUGIN_NAME).is_file():
             return "counting instructions needs gcc once, to build the qemu plugin"
