@@ -113,7 +113,7 @@ def main() -> None:
         "preset": args.preset,
         "created_utc": now_utc(),
         "images": len(images),
-        "emulator": {"cores": cores, "qemu": ".".join(map(str, environment.qemu)),
+        "emulator": {"cores": cores, "qemu": environment.qemu_release,
                      "packages": environment.packages,
                      "identities": {c: vars(environment.identities[c]) for c in cores}},
         "rows": rows,

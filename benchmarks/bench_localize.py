@@ -94,7 +94,7 @@ def main() -> None:
     record = {
         "created_utc": now_utc(),
         "machine": f"{platform.machine()} host, {platform.processor() or 'cpu'}; cores emulated "
-        f"by qemu {'.'.join(map(str, load('arm64', args.cache).qemu))} user mode",
+        f"by qemu {load('arm64', args.cache).qemu_release} user mode",
         "preset": args.preset,
         "rows": rows,
     }

@@ -98,6 +98,11 @@ class Environment:
     packages: dict[str, str]
     qemu: tuple[int, ...] = ()  # the version that probed the cores and runs them
 
+    @property
+    def qemu_release(self) -> str:
+        """The qemu version as its --version writes it (10.0.2), for records and messages."""
+        return _dotted(self.qemu)
+
     def check_faithful(self, core: str) -> None:
         """Refuse a core this qemu is known to emulate wrongly: its numbers would blame the
         model or the runtime for qemu's error."""
@@ -105,7 +110,7 @@ class Environment:
         if needed is None or self.qemu >= needed:
             return
         raise EmulatorError(
-            f"qemu {_dotted(self.qemu)} is older than {_dotted(needed)}, the first qemu measured "
+            f"qemu {self.qemu_release} is older than {_dotted(needed)}, the first qemu measured "
             f"to emulate '{core}' faithfully: under qemu 7.2 int8 models on '{core}' computed "
             f"other logits (-21 dB vs x86 on TFLite and ExecuTorch) that {_dotted(needed)} "
             "computes right.",
@@ -159,7 +164,7 @@ class Environment:
         if counting[:2] != self.qemu[:2]:  # as `load` compares releases
             return (
                 f"counting instructions would run {dynamic} {_dotted(counting)}, not the qemu "
-                f"{_dotted(self.qemu)} that probed and runs the cores"
+                f"{self.qemu_release} that probed and runs the cores"
             )
         if shutil.which("gcc") is None and not (self.root / "plugins" / PLUGIN_NAME).is_file():
             return "counting instructions needs gcc once, to build the qemu plugin"

@@ -196,7 +196,7 @@ def verify_emulated(
 def _record(artifact_dir: Path, arch: str, environment: Environment, checks: list[CoreCheck]):
     record = {
         "created_utc": now_utc(),
-        "emulator": f"qemu {'.'.join(map(str, environment.qemu))} user mode, {arch}",
+        "emulator": f"qemu {environment.qemu_release} user mode, {arch}",
         "packages": environment.packages,
         "checks": [
             {

@@ -52,7 +52,7 @@ from edgekit.models.base import (
 from edgekit.models.mobilevit import MobileViTClassifier, save_preprocessor_config
 from edgekit.train import checkpoints
 from edgekit.train.config import TrainConfigError
-from edgekit.train.engine import cpu_process_group, distributed_state, scoped_accelerator_state
+from edgekit.train.engine import distributed_state, make_accelerator, scoped_accelerator_state
 from edgekit.train.images import ImageFolderError, read_image_folder
 
 TRAIN_FOLDER, VAL_FOLDER = "train", "val"
@@ -425,7 +425,6 @@ def train_classifier(
     `on_epoch(record, is_best)` after each epoch's validation, in the main process only. Every
     check that can refuse the run comes before the first step and the first file written.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     folders = read_class_folders(config.data, val_fraction=config.val_fraction, seed=config.seed)
@@ -449,8 +448,7 @@ def train_classifier(
     if on_data:
         on_data(folders)
     with scoped_accelerator_state():
-        accelerator = Accelerator(
-            cpu=cpu_process_group(),
+        accelerator = make_accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )

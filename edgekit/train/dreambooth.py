@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgekit.errors import EdgekitError
 from edgekit.models.base import TRAINING_CARD_FILE, SourceInfo
 from edgekit.train import checkpoints
-from edgekit.train.engine import cpu_process_group, distributed_state, scoped_accelerator_state
+from edgekit.train.engine import make_accelerator, scoped_accelerator_state
 
 if TYPE_CHECKING:
     import torch
@@ -525,12 +525,10 @@ def _deterministic(on: bool) -> Iterator[None]:
 
 
 def _accelerator(config: DreamBoothConfig):
-    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate import DataLoaderConfiguration
     from accelerate.utils import ProjectConfiguration
 
-    distributed_state()  # first: it decides whether CPU processes form one group
-    return Accelerator(
-        cpu=cpu_process_group(),
+    return make_accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,

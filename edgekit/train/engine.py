@@ -20,7 +20,7 @@ def launched_processes() -> int:
     return get_int_from_env(_WORLD_SIZE_VARIABLES, 1)
 
 
-def cpu_process_group() -> bool:
+def _cpu_process_group() -> bool:
     """Whether the run is several processes on a machine without an accelerator.
 
     accelerate forms a CPU process group (gloo) only when told `cpu` (ACCELERATE_USE_CPU, which
@@ -40,7 +40,7 @@ def distributed_state():
     a launch whose processes did not join one group."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=cpu_process_group())
+    state = PartialState(cpu=_cpu_process_group())
     launched = launched_processes()
     if state.num_processes != launched:
         raise TrainConfigError(
@@ -51,6 +51,15 @@ def distributed_state():
             "(GPUs, or CPUs only), or run one process without a launcher.",
         )
     return state
+
+
+def make_accelerator(**settings):
+    """accelerate's Accelerator with `settings`, in the process group `distributed_state`
+    joins (made first if it was not: it decides whether CPU processes form one group)."""
+    from accelerate import Accelerator
+
+    distributed_state()
+    return Accelerator(cpu=_cpu_process_group(), **settings)
 
 
 @contextmanager
