@@ -14,7 +14,8 @@ records the optimizer and compile settings the run resolved (the training card's
 Results go to benchmarks/results/dreambooth-sd15-512-<gpu>.json and .md.
 
 Needs a CUDA GPU and, beside torch/accelerate/peft, diffusers 0.42.1; run it from the repository
-root (edgekit is imported from there).
+root (edgekit is imported from there). benchmarks/gpu_check.sh runs it, with the GPU-marked
+training test, on a machine whose Python has torch but not the rest.
 """
 
 from __future__ import annotations
@@ -78,7 +79,18 @@ def main() -> None:
     if not cuda and args.base == "sd15":
         raise SystemExit("needs a CUDA GPU (rehearse on CPU with --base tiny-sd --resolution 64)")
     gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
-    rows = []
+    gpu_slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")  # nvidia-h100-80gb-hbm3
+    stem = args.results_dir / f"dreambooth-{args.base}-{args.resolution}-{gpu_slug}"
+    record = {
+        "benchmark": "DreamBooth step on the SD 1.5 architecture, 512x512, prior preservation",
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "setup": "sd15 preset (random weights), 1 instance + 1 class image per step, bf16 "
+        "autocast over fp32 weights, AdamW (fused or not, UNet compiled or not: per row)",
+        "method": f"{args.steps} steps per variant, median of those after the first "
+        f"{args.warmup}; peak = torch.cuda.max_memory_allocated over the variant's run",
+        "results": [],
+    }
     with tempfile.TemporaryDirectory(prefix="edgekit-db-gpu-") as work:
         photos = Path(work) / "photos"
         _instance_photo(photos)
@@ -107,7 +119,7 @@ def main() -> None:
             )
             result = train(config)
             timed = result.step_seconds[args.warmup :]
-            rows.append(
+            record["results"].append(
                 {
                     "variant": name,
                     "median_step_s": round(statistics.median(timed), 4),
@@ -120,26 +132,20 @@ def main() -> None:
                     else None,
                 }
             )
-            print(rows[-1], flush=True)
-    record = {
-        "benchmark": "DreamBooth step on the SD 1.5 architecture, 512x512, prior preservation",
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "setup": "sd15 preset (random weights), 1 instance + 1 class image per step, bf16 "
-        "autocast over fp32 weights, AdamW (fused or not, UNet compiled or not: per row)",
-        "method": f"{args.steps} steps per variant, median of those after the first "
-        f"{args.warmup}; peak = torch.cuda.max_memory_allocated over the variant's run",
-        "results": rows,
-    }
-    if not cuda:
-        return  # a rehearsal: nothing to record
-    gpu_slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")  # nvidia-h100-80gb-hbm3
-    stem = args.results_dir / f"dreambooth-{args.base}-{args.resolution}-{gpu_slug}"
+            print(record["results"][-1], flush=True)
+            # Written after every variant: a run cut short (a lease running out) keeps its rows.
+            if cuda:
+                _write(record, stem, args)
+    if cuda:
+        print(f"wrote {stem}.json and .md")
+
+
+def _write(record: dict, stem: Path, args: argparse.Namespace) -> None:
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
-        f"# DreamBooth, {args.base} at {args.resolution}x{args.resolution}, on {gpu}",
+        f"# DreamBooth, {args.base} at {args.resolution}x{args.resolution}, on {record['gpu']}",
         "",
-        f"{record['setup']}. {record['method']}. torch {torch.__version__}.",
+        f"{record['setup']}. {record['method']}. torch {record['torch']}.",
         "",
         "| variant | fused AdamW | compiled UNet | s/step | steps/s | first step (s) | "
         "peak GPU memory (GiB) |",
@@ -148,12 +154,11 @@ def main() -> None:
             f"| {r['variant']} | {_yes(r['fused_adam'])} | {_yes(r['compile_unet'])} | "
             f"{r['median_step_s']:.3f} | {1 / r['median_step_s']:.2f} | {r['first_step_s']:.1f} | "
             f"{r['peak_gpu_memory_gib']:.1f} |"
-            for r in rows
+            for r in record["results"]
         ),
         "",
     ]
     stem.with_suffix(".md").write_text("\n".join(lines))
-    print(f"wrote {stem}.json and .md")
 
 
 def _yes(flag: bool) -> str:

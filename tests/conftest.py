@@ -130,10 +130,6 @@ def pytest_sessionfinish(session, exitstatus):
     pytest-xdist the controller checks them all: its base temp folder holds the workers'."""
     if hasattr(session.config, "workerinput"):  # an xdist worker
         return
-    import jsonschema
-
-    from edgekit.artifact import SCHEMA_PATH
-
     base = (
         session.config._tmp_path_factory.getbasetemp()
         if hasattr(session.config, "_tmp_path_factory")
@@ -141,18 +137,25 @@ def pytest_sessionfinish(session, exitstatus):
     )
     if base is None or not Path(base).exists():
         return
-    schema = json.loads(SCHEMA_PATH.read_text())
+    manifests = [
+        manifest
+        for manifest in Path(base).rglob("manifest.json")
+        if DELIBERATELY_CORRUPT not in str(manifest)
+    ]
     bad = []
-    checked = 0
-    for manifest in Path(base).rglob("manifest.json"):
-        if DELIBERATELY_CORRUPT in str(manifest):
-            continue
-        checked += 1
-        errors = list(
-            jsonschema.Draft202012Validator(schema).iter_errors(json.loads(manifest.read_text()))
-        )
-        if errors:
-            bad.append(f"{manifest}: {errors[0].message}")
+    if manifests:
+        # Imported only when there is something to check: a run of the training tests alone
+        # (benchmarks/gpu_check.sh on a GPU machine's own Python) needs no jsonschema.
+        import jsonschema
+
+        from edgekit.artifact import SCHEMA_PATH
+
+        validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+        for manifest in manifests:
+            errors = list(validator.iter_errors(json.loads(manifest.read_text())))
+            if errors:
+                bad.append(f"{manifest}: {errors[0].message}")
+    checked = len(manifests)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter:
         reporter.write_line(f"manifest schema check: {checked} manifests, {len(bad)} invalid")

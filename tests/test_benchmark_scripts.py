@@ -77,3 +77,55 @@ def test_fullsize_script_records_exports_and_refusals(tmp_path):
     assert refusal["outcome"] == "refused" and "ONNX cannot realize fp16" in refusal["error"]
     table = next(tmp_path.glob("fullsize-tiny-sd-*.md")).read_text()
     assert "| refused |" in table and "ONNX cannot realize fp16" in table
+
+
+def test_gpu_dreambooth_script_rehearses_every_variant_on_the_cpu(tmp_path):
+    """The GPU benchmark's plumbing, on tiny-sd at 64 px: each variant runs with its own engine
+    settings (a variant whose settings were dropped would show the defaults' engine), the timed
+    steps are those after the warm-up, and a CPU run records nothing."""
+    import ast
+
+    run = _run(
+        "bench_dreambooth_gpu.py",
+        *("--base", "tiny-sd", "--resolution", "64", "--steps", "3", "--warmup", "1"),
+        *("--results-dir", str(tmp_path)),
+    )
+    rows = [ast.literal_eval(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    engines = {row["variant"]: (row["fused_adam"], row["compile_unet"]) for row in rows}
+    # On the CPU edgekit's defaults are fused AdamW without a compiled UNet (compiling takes
+    # minutes there); on CUDA they compile too, which the GPU run records.
+    assert engines == {
+        "plain loop": (False, False),
+        "fused AdamW": (True, False),
+        "edgekit defaults": (True, False),
+        "edgekit defaults + gradient checkpointing": (True, False),
+        "edgekit defaults, LoRA rank 4": (True, False),
+    }
+    assert {row["steps_timed"] for row in rows} == {2}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_check_carries_the_versions_pyproject_declares():
+    """benchmarks/gpu_check.sh downloads pinned wheels for the GPU machine; a pin outside the
+    range pyproject.toml declares would have the machine train with a version CI never ran."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    script = (BENCHMARKS / "gpu_check.sh").read_text()
+    carried = re.search(r"WHEELS_NEEDED=\(\n(.*?)\n\)", script, re.S).group(1).split()
+    pins = dict(pin.lower().split("==") for pin in carried)
+    declared = {
+        requirement.name.lower(): requirement.specifier
+        for requirement in map(
+            Requirement,
+            tomllib.loads((BENCHMARKS.parent / "pyproject.toml").read_text())["project"][
+                "dependencies"
+            ],
+        )
+    }
+    checked = {name: pins[name] for name in pins if name in declared}
+    assert {"diffusers", "pydantic", "peft"} <= set(checked)
+    outside = {name: v for name, v in checked.items() if v not in declared[name]}
+    assert outside == {}, f"gpu_check.sh pins outside pyproject.toml's ranges: {outside}"
