@@ -457,6 +457,8 @@ WITHOUT_WANDB = importlib.util.find_spec("wandb") is None
         ({"instance_dir": "EMPTY"}, [], "holds no readable images"),
         ({"instance_dir": "NOT_IMAGES"}, [], "(1 file(s), none an image)"),
         ({"learning_rte": 1e-4}, [], "Unknown key 'learning_rte'"),
+        # The misspelt key is named, not the required one it leaves missing.
+        ({"instance_dri": None}, [], "did you mean 'instance_dir'?"),
         ({"max_steps": "many"}, [], "Bad value for 'max_steps'"),
         ({"resolution": 60}, [], "must be a multiple of 8"),
         ({}, ["--resume", "latest"], "no complete checkpoint"),
@@ -488,6 +490,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cats, tmp_path, change,
     (tmp_path / "NOT_IMAGES" / "notes.txt").write_text("a cat")
     settings = _settings(cats, tmp_path / "out", tmp_path / "class")
     for key, value in change.items():
+        if key == "instance_dri":  # instance_dir misspelt: the required key goes missing too
+            settings[key] = settings.pop("instance_dir")
+            continue
         folder = str(tmp_path / value) if key == "instance_dir" else value
         settings[key] = folder
     result = _invoke(tmp_path, settings, *args)

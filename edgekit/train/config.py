@@ -8,6 +8,7 @@ Command-line options override the file; options left unset on the command line d
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,12 +31,17 @@ def load_config(model: type[Config], path: Path | None, overrides: dict[str, obj
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # An unknown key first: a misspelt required key (`instance_dri`) also makes the real
+        # one missing, and "'instance_dir' is required" would send the user looking elsewhere.
+        errors = exc.errors()
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         if error["type"] == "extra_forbidden":
             known = ", ".join(sorted(model.model_fields))
+            close = difflib.get_close_matches(key, model.model_fields, n=1)
+            meant = f"did you mean '{close[0]}'? " if close else ""
             raise TrainConfigError(
-                f"Unknown key '{key}'{where}.", hint=f"the keys are: {known}."
+                f"Unknown key '{key}'{where}.", hint=f"{meant}the keys are: {known}."
             ) from exc
         if error["type"] == "missing":
             raise TrainConfigError(
