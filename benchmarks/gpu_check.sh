@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The checks only an NVIDIA GPU can run, as one command for a CUDA machine that has PyTorch but
 # no network (a lent or rented box whose image holds torch, transformers, accelerate, ...):
-#   - the GPU-marked test (fp16 + LoRA + text encoder + 8-bit Adam + gradient checkpointing, and
-#     a run killed after a checkpoint and resumed with the trainer's CUDA defaults, fused AdamW and
-#     a compiled UNet, giving the unbroken run's losses and weights bit for bit);
+#   - the GPU-marked DreamBooth test (fp16 + LoRA + text encoder + 8-bit Adam + gradient
+#     checkpointing, and a run killed after a checkpoint and resumed with the trainer's CUDA
+#     defaults, fused AdamW and a compiled UNet, giving the unbroken run's losses and weights
+#     bit for bit) and the classifier's (fp16 with gradient checkpointing learns and saves
+#     float32 weights);
 #   - benchmarks/bench_dreambooth_gpu.py: the SD 1.5 architecture at 512x512 with prior
 #     preservation, seconds per step and peak GPU memory for each engine variant.
 #
@@ -35,7 +37,8 @@ WHEELS_NEEDED=(
 )
 
 usage() {
-    sed -n '10,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    # The first comment block's usage lines, up to the empty comment line after them.
+    sed -n '/^#   bash /,/^#$/{/^#$/q;p}' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -59,7 +62,10 @@ out=$3 part=${4:-all}
 case $mode in run | rehearse) ;; *) usage ;; esac
 case $part in all | test | bench) ;; *) usage ;; esac
 [ -f pyproject.toml ] && [ -d edgekit ] || { echo "run it from the repository root" >&2; exit 2; }
-ls "$wheels"/*.whl > /dev/null 2>&1 || { echo "no wheels in $wheels: run 'download' first" >&2; exit 2; }
+if ! ls "$wheels"/*.whl > /dev/null 2>&1; then
+    echo "no wheels in $wheels: run 'download' first" >&2
+    exit 2
+fi
 mkdir -p "$out"
 
 site=$(mktemp -d /tmp/edgekit-gpu-site.XXXXXX)
@@ -115,19 +121,20 @@ print(f"gpu_check: torch {torch.__version__}, "
       "training packages in range")
 EOF
 
+# The GPU-marked tests of both trainers; addopts would deselect them (-m 'not gpu', xdist).
+gpu_tests=(tests/test_train_dreambooth.py tests/test_train_classifier.py -m gpu -o addopts=""
+    -p no:cacheprovider -ra)
 status=0
 if [ "$mode" = run ]; then
     if [ "$part" != bench ]; then
-        python3 -m pytest tests/test_train_dreambooth.py -m gpu -o addopts="" \
-            -p no:cacheprovider -ra 2>&1 | tee "$out/gpu-test.log" || status=1
+        python3 -m pytest "${gpu_tests[@]}" 2>&1 | tee "$out/gpu-test.log" || status=1
     fi
     if [ "$part" != test ]; then
         python3 benchmarks/bench_dreambooth_gpu.py --results-dir "$out" 2>&1 \
             | tee "$out/bench.log" || status=1
     fi
 else
-    python3 -m pytest tests/test_train_dreambooth.py -m gpu -o addopts="" -p no:cacheprovider \
-        --collect-only -q 2>&1 | tee "$out/gpu-test.log"
+    python3 -m pytest "${gpu_tests[@]}" --collect-only -q 2>&1 | tee "$out/gpu-test.log"
     python3 benchmarks/bench_dreambooth_gpu.py --base tiny-sd --resolution 64 --steps 3 \
         --warmup 1 --results-dir "$out" 2>&1 | tee "$out/bench.log"
 fi
