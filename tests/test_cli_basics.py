@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,26 @@ def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"edgekit {__version__}"
+
+
+def test_commands_turn_off_the_hugging_face_progress_bars():
+    """transformers prints a tqdm "Loading weights" bar for each model it loads from a folder
+    (`generate --model`, `export` of a pipeline), between edgekit's own lines. Commands set up
+    logging before they import it; a fresh process shows the bar is then off (and on with
+    --verbose, where every library's output is wanted)."""
+    probe = (
+        "import sys\n"
+        "from edgekit.cli._common import configure_logging\n"
+        "configure_logging(verbose=sys.argv[1] == 'verbose')\n"
+        "from transformers.utils import logging\n"
+        "print(logging.is_progress_bar_enabled())\n"
+    )
+    # Without the variable commands run in this test process may have set (CliRunner).
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    shown = {
+        mode: subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
+        for mode in ("quiet", "verbose")
+    }
+    assert shown == {"quiet": "False", "verbose": "True"}

@@ -44,6 +44,9 @@ def configure_logging(verbose: bool) -> None:
         # transformers and diffusers reset their loggers' levels on first use from these.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        # transformers' "Loading weights" bar (read when it is first imported, which commands
+        # do lazily after this) would print tqdm lines between edgekit's own output.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def fail(exc: EdgekitError) -> None:
