@@ -4,7 +4,9 @@ end-to-end run (set-up cached, verify and bench under qemu) where qemu and deboo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -114,6 +116,31 @@ def test_instruction_counts_need_the_dynamic_qemu(tmp_path, monkeypatch):
     monkeypatch.setattr(environment, "qemu_version", lambda binary: (8, 2, 0))
     reason = env.instruction_counter_unavailable()
     assert "would run qemu-aarch64 8.2.0, not the qemu 7.2.22 that probed" in reason
+
+
+@pytest.mark.parametrize(("qemu", "api"), [((7, 2, 22), 1), ((8, 2, 2), 1), ((10, 0, 2), 2)])
+def test_the_counter_is_built_for_the_plugin_api_of_the_qemu(tmp_path, monkeypatch, qemu, api):
+    """qemu 9.0 refuses plugins that declare API 1 and dropped the inline op they use: the
+    plugin edgekit builds declares the API of the qemu that runs the cores, and calls only that
+    API's functions (undefined symbols, resolved by qemu when it loads the plugin)."""
+    import ctypes
+
+    env = environment.Environment(
+        root=tmp_path, arch="arm64", identities={}, packages={}, qemu=qemu
+    )
+    monkeypatch.setattr(environment.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(environment, "loads_plugins", lambda binary: True)
+    monkeypatch.setattr(environment, "qemu_version", lambda binary: qemu)
+    plugin = env.instruction_counter()
+    # Lazy binding: the qemu functions it calls stay unresolved, the version can be read.
+    declared = ctypes.c_int.in_dll(
+        ctypes.CDLL(str(plugin), mode=os.RTLD_LAZY), "qemu_plugin_version"
+    )
+    assert declared.value == api
+    needs = subprocess.run(["nm", "-D", "--undefined-only", str(plugin)], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert ("qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu" in needs) == (api == 2)
+    assert ("qemu_plugin_register_vcpu_tb_exec_inline\n" in needs) == (api == 1)
 
 
 def _fake_environment(cache, qemu: list[int] | None) -> None:

@@ -35,7 +35,9 @@ DEBIAN_SUITE = "bookworm"  # Python 3.11, like the host
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 GUEST_PYTHON = "usr/bin/python3.11"
 ENVIRONMENT_FILE = "environment.json"
-PLUGIN_NAME = "libinsncount.so"
+# The instruction counter is built per plugin API generation (see insncount.c): qemu 9.0
+# dropped the inline op API 1 plugins use and refuses plugins that declare it.
+PLUGIN_API_2_FROM = (9, 0)
 ARCHES = {
     "arm64": {
         "qemu": "qemu-aarch64-static",
@@ -56,6 +58,14 @@ GUEST_FORMATS = ("onnx", "tflite")
 # as cortex-a76 does (16-23 dB, benchmarks/results/emulated-mobilevit-small-x86-64-host.md).
 # Versions between were not measured.
 FAITHFUL_FROM: dict[str, tuple[int, ...]] = {"max": (10, 0)}
+
+
+# The guest's numpy (OpenBLAS) starts a worker thread per host core at import, and the workers
+# spin for a while after any numpy call. Under qemu 10 (threads run in parallel) their spinning
+# landed inside the timed runs: tiny-mobilevit's TFLite inference counted 19.6-39.5 M
+# instructions on cortex-a76 instead of 3.625 M +- 0.1%, and the spinning competes with the
+# inference for the host's cores. numpy only carries inputs and outputs in the guest.
+GUEST_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 class EmulatorError(EdgekitError):
@@ -158,7 +168,8 @@ class Environment:
             return (
                 f"counting instructions needs a dynamically linked {dynamic}: static qemu "
                 "builds cannot load TCG plugins (Debian bookworm's qemu-user 7.2 is dynamic; "
-                "Debian's qemu-user 10 is static, build qemu with plugins to count with it)"
+                "Debian's qemu-user 10 is static: README, 'Emulated ARM64 cores', builds one "
+                "with plugins)"
             )
         counting = qemu_version(dynamic)
         if counting[:2] != self.qemu[:2]:  # as `load` compares releases
@@ -166,23 +177,25 @@ class Environment:
                 f"counting instructions would run {dynamic} {_dotted(counting)}, not the qemu "
                 f"{self.qemu_release} that probed and runs the cores"
             )
-        if shutil.which("gcc") is None and not (self.root / "plugins" / PLUGIN_NAME).is_file():
+        if shutil.which("gcc") is None and not self._plugin_path().is_file():
             return "counting instructions needs gcc once, to build the qemu plugin"
         return None
 
     def instruction_counter(self) -> Path:
-        """The plugin, built with gcc from edgekit/emulate/insncount.c on first use."""
-        target = self.root / "plugins" / PLUGIN_NAME
-        if target.is_file():
-            return target
+        """The plugin, built with gcc from edgekit/emulate/insncount.c on first use, for the
+        plugin API of the qemu that probed the cores (the counting qemu is of the same release)."""
         reason = self.instruction_counter_unavailable()
         if reason:
             raise EmulatorError(reason[0].upper() + reason[1:] + ".", hint="or leave it out.")
+        target = self._plugin_path()
+        if target.is_file():
+            return target
         target.parent.mkdir(exist_ok=True)
         source = Path(__file__).with_name("insncount.c")
         partial = target.with_suffix(".partial")
         built = subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
+            ["gcc", "-shared", "-fPIC", "-O2", f"-DEDGEKIT_QEMU_PLUGIN_API={self._plugin_api()}"]
+            + ["-o", str(partial), str(source)],
             capture_output=True,
             text=True,
         )
@@ -195,12 +208,20 @@ class Environment:
         partial.replace(target)  # a failed build leaves no plugin a later run would trust
         return target
 
+    def _plugin_api(self) -> int:
+        return 2 if self.qemu[:2] >= PLUGIN_API_2_FROM else 1
+
+    def _plugin_path(self) -> Path:
+        return self.root / "plugins" / f"libinsncount-api{self._plugin_api()}.so"
+
 
 def run_on_core(command: list[str], core: str, timeout_s: float) -> None:
     """Run a guest command (from `Environment.python` or `.binary`); a hang or a crash becomes
     one EmulatorError naming the core. The guest's last stderr line says what failed."""
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, env=GUEST_ENV | os.environ
+        )
     except subprocess.TimeoutExpired:
         raise EmulatorError(
             f"The artifact did not finish on emulated {core} within {timeout_s:.0f} s.",
