@@ -12,9 +12,10 @@
  * had; edgekit builds the one the dynamic qemu takes (EDGEKIT_QEMU_PLUGIN_API, set from its
  * version in edgekit/emulate/environment.py):
  *   1  qemu before 9.0 (Debian bookworm's 7.2): one inline add to a plain counter per block.
- *   2  qemu 9.0 and later: the plain-counter inline op is gone and plugins declaring API 1 are
- *      refused ("requires API version 1, but this QEMU supports only a minimum version of 2");
- *      the add goes to a per-vCPU scoreboard, summed at each mark.
+ *   2  qemu 9.0 and later: the plain-counter inline op is gone (an API 1 build fails to load:
+ *      "undefined symbol: qemu_plugin_register_vcpu_tb_exec_inline", under qemu 10.0.2) and
+ *      plugins declaring API 1 are refused; the add goes to a per-vCPU scoreboard, summed at
+ *      each mark.
  * The static qemu-user-static build cannot load plugins at all; Debian's qemu-user is dynamic
  * in 7.2 and static from 10.0, so counting under qemu 10 needs a qemu built with plugins.
  */
