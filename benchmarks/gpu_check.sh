@@ -12,8 +12,10 @@
 #   bash benchmarks/gpu_check.sh download WHEELS [PYTHON]  # where pip reaches PyPI: the wheels
 #                                                          # such an image lacks, for its Python
 #                                                          # (default 3.12)
-#   bash benchmarks/gpu_check.sh run WHEELS OUT [test|bench]  # on the GPU machine, from the
-#                                                          # repository root (default: both)
+#   bash benchmarks/gpu_check.sh run WHEELS OUT [test|bench [ARGS]]  # on the GPU machine,
+#                                                          # from the repository root (default:
+#                                                          # both; ARGS go to the benchmark,
+#                                                          # e.g. --variant "edgekit defaults")
 #   bash benchmarks/gpu_check.sh rehearse WHEELS OUT       # the same plumbing on a CPU: the test
 #                                                          # collected, the benchmark on tiny-sd
 #
@@ -57,8 +59,10 @@ if [ "$mode" = download ]; then
     exit 0
 fi
 
-[ $# -eq 3 ] || [ $# -eq 4 ] || usage
+[ $# -ge 3 ] || usage
 out=$3 part=${4:-all}
+bench_args=("${@:5}")
+[ ${#bench_args[@]} -eq 0 ] || [ "$part" = bench ] || usage
 case $mode in run | rehearse) ;; *) usage ;; esac
 case $part in all | test | bench) ;; *) usage ;; esac
 [ -f pyproject.toml ] && [ -d edgekit ] || { echo "run it from the repository root" >&2; exit 2; }
@@ -130,7 +134,7 @@ if [ "$mode" = run ]; then
         python3 -m pytest "${gpu_tests[@]}" 2>&1 | tee "$out/gpu-test.log" || status=1
     fi
     if [ "$part" != test ]; then
-        python3 benchmarks/bench_dreambooth_gpu.py --results-dir "$out" 2>&1 \
+        python3 benchmarks/bench_dreambooth_gpu.py --results-dir "$out" "${bench_args[@]}" 2>&1 \
             | tee "$out/bench.log" || status=1
     fi
 else
