@@ -15,7 +15,9 @@
 #   bash benchmarks/gpu_check.sh run WHEELS OUT [test|bench [ARGS]]  # on the GPU machine,
 #                                                          # from the repository root (default:
 #                                                          # both; ARGS go to the benchmark,
-#                                                          # e.g. --variant "edgekit defaults")
+#                                                          # e.g. --variant "edgekit defaults";
+#                                                          # one OUT per part: each run rewrites
+#                                                          # its results file)
 #   bash benchmarks/gpu_check.sh rehearse WHEELS OUT       # the same plumbing on a CPU: the test
 #                                                          # collected, the benchmark on tiny-sd
 #
