@@ -204,8 +204,9 @@ class BenchResult(BaseModel):
     instructions_per_inference: int | None = Field(
         None,
         description="Emulated rows: guest instructions one inference executed (median over the "
-        "timed runs), counted by a qemu TCG plugin. Repeatable to about 0.1%, unlike emulated "
-        "time; compares artifacts on the same emulated core, and is not a phone's latency.",
+        "timed runs), counted by a qemu TCG plugin. Repeatable to 0.01-1% by runtime (see "
+        "instructions_range), unlike emulated time; compares artifacts on the same emulated "
+        "core, and is not a phone's latency.",
     )
     instructions_range: list[int] = Field(
         default_factory=list, description="Fewest and most instructions over the timed runs."
