@@ -64,7 +64,8 @@ FAITHFUL_FROM: dict[str, tuple[int, ...]] = {"max": (10, 0)}
 # spin for a while after any numpy call. Under qemu 10 (threads run in parallel) their spinning
 # landed inside the timed runs: tiny-mobilevit's TFLite inference counted 19.6-39.5 M
 # instructions on cortex-a76 instead of 3.625 M (all runs within 0.15%), and the spinning
-# competes with the inference for the host's cores. numpy only carries inputs and outputs in the guest.
+# competes with the inference for the host's cores. numpy only carries inputs and outputs in
+# the guest.
 GUEST_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
