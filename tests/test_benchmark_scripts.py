@@ -79,6 +79,7 @@ def test_fullsize_script_records_exports_and_refusals(tmp_path):
     assert "| refused |" in table and "ONNX cannot realize fp16" in table
 
 
+@pytest.mark.slow
 def test_gpu_dreambooth_script_rehearses_every_variant_on_the_cpu(tmp_path):
     """The GPU benchmark's plumbing, on tiny-sd at 64 px: each variant runs with its own engine
     settings (a variant whose settings were dropped would show the defaults' engine), the timed
