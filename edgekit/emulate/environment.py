@@ -185,12 +185,12 @@ class Environment:
     def instruction_counter(self) -> Path:
         """The plugin, built with gcc from edgekit/emulate/insncount.c on first use, for the
         plugin API of the qemu that probed the cores (the counting qemu is of the same release)."""
-        reason = self.instruction_counter_unavailable()
-        if reason:
-            raise EmulatorError(reason[0].upper() + reason[1:] + ".", hint="or leave it out.")
         target = self._plugin_path()
         if target.is_file():
             return target
+        reason = self.instruction_counter_unavailable()
+        if reason:
+            raise EmulatorError(reason[0].upper() + reason[1:] + ".", hint="or leave it out.")
         target.parent.mkdir(exist_ok=True)
         source = Path(__file__).with_name("insncount.c")
         partial = target.with_suffix(".partial")
